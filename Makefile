@@ -1,0 +1,36 @@
+# Set-up and everyday commands. `make run` and `make test` are the README's two commands:
+# each installs what it needs first, so both work on a fresh machine.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+SAMPLE  ?= tests/fixtures/en_doc_paragraph.jpg
+
+.PHONY: install system-deps run test lint bench
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Tesseract is only a benchmark peer; the service itself needs no system package.
+system-deps:
+	command -v tesseract >/dev/null || (apt-get update -qq && \
+		apt-get install -y -qq tesseract-ocr tesseract-ocr-eng tesseract-ocr-chi-sim)
+
+run: $(STAMP)
+	$(BIN)/ocrserve ocr $(SAMPLE)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP) system-deps
+	$(BIN)/python bench/engine.py --write-results

@@ -1,0 +1,58 @@
+"""ocrserve: self-hosted OCR with PaddleOCR's PP-OCR models on ONNX Runtime.
+
+>>> from ocrserve import Engine, Settings, decode_path
+>>> engine = Engine.from_settings(Settings())                 # doctest: +SKIP
+>>> print(engine.run(decode_path("invoice.pdf").pages)[0].text)  # doctest: +SKIP
+"""
+
+from ocrserve.config import Settings
+from ocrserve.decode import DecodeLimits, decode_bytes, decode_path
+from ocrserve.engine import Engine, ModelSet, RuntimeOptions
+from ocrserve.errors import (
+    CorruptFileError,
+    EngineError,
+    FileTooLargeError,
+    InputError,
+    LanguageNotInstalledError,
+    LimitExceededError,
+    ModelError,
+    ModelNotFoundError,
+    OCRServeError,
+    OptionError,
+    TooManyPagesError,
+    TooManyPixelsError,
+    UnsupportedFormatError,
+)
+from ocrserve.types import Document, Line, OCROptions, Page, PageResult, Timings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CorruptFileError",
+    "DecodeLimits",
+    "Document",
+    "Engine",
+    "EngineError",
+    "FileTooLargeError",
+    "InputError",
+    "LanguageNotInstalledError",
+    "LimitExceededError",
+    "Line",
+    "ModelError",
+    "ModelNotFoundError",
+    "ModelSet",
+    "OCROptions",
+    "OCRServeError",
+    "OptionError",
+    "Page",
+    "PageResult",
+    "RuntimeOptions",
+    "Settings",
+    "Timings",
+    "TooManyPagesError",
+    "TooManyPixelsError",
+    "UnsupportedFormatError",
+    "__version__",
+    "decode_bytes",
+    "decode_path",
+]

@@ -1,0 +1,187 @@
+"""The command line: thin wiring of settings, decoding and the engine.
+
+    ocrserve ocr FILE... [--format text|json|jsonl] [--lang ch] [--precision int8] [--no-cls]
+    ocrserve models [--precision int8]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass, replace
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from tqdm import tqdm
+
+from ocrserve import __version__
+from ocrserve.config import Settings
+from ocrserve.decode import DecodeLimits, decode_path
+from ocrserve.engine import Engine
+from ocrserve.errors import OCRServeError
+from ocrserve.types import Document, PageResult
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="ocrserve: self-hosted OCR.")
+log = logging.getLogger("ocrserve")
+
+
+_PAGES_PER_CALL = 4
+
+
+class OutputFormat(str, Enum):
+    text = "text"
+    json = "json"
+    jsonl = "jsonl"
+
+
+@dataclass
+class _FileResult:
+    path: Path
+    doc: Document | None = None
+    pages: list[PageResult] | None = None
+    error: OCRServeError | None = None
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        base = Settings()
+        return base.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    except ValueError as e:  # pydantic's ValidationError is a ValueError
+        raise typer.BadParameter(str(e)) from e
+
+
+def _fail(e: OCRServeError) -> typer.Exit:
+    typer.echo(f"error: [{e.code}] {e.message}", err=True)
+    return typer.Exit(2)
+
+
+@app.command()
+def ocr(
+    files: Annotated[list[Path], typer.Argument(help="Images or PDFs to read.")],
+    fmt: Annotated[OutputFormat, typer.Option("--format", "-f")] = OutputFormat.text,
+    lang: Annotated[str | None, typer.Option(help="Language of the text (default ch).")] = None,
+    precision: Annotated[str | None, typer.Option(help="fp32 or int8.")] = None,
+    no_cls: Annotated[bool, typer.Option("--no-cls", help="Skip the 180-degree check.")] = False,
+    dpi: Annotated[int | None, typer.Option(help="PDF render resolution.")] = None,
+    max_pages: Annotated[int | None, typer.Option(help="Pages read per document.")] = None,
+    progress: Annotated[
+        bool | None, typer.Option("--progress/--no-progress", help="Default: on a terminal.")
+    ] = None,
+) -> None:
+    """Recognise text in local files; exits 1 if any file failed (the others still run)."""
+    settings = _settings(precision=precision, pdf_dpi=dpi, max_pages=max_pages)
+    limits = DecodeLimits(
+        max_bytes=settings.max_file_bytes,
+        max_pixels=settings.max_pixels,
+        max_pages=settings.max_pages,
+        pdf_dpi=settings.pdf_dpi,
+    )
+    try:
+        engine = Engine.from_settings(settings)
+        options = replace(engine.defaults, use_cls=not no_cls and settings.use_cls)
+        if lang is not None:
+            options = replace(options, lang=lang)
+        engine.resolve(options)  # a bad --lang fails once, before any file is read
+    except OCRServeError as e:
+        raise _fail(e) from e
+
+    show = progress if progress is not None else sys.stderr.isatty()
+    # Counts pages; the total grows as each file is opened and its page count becomes known.
+    bar = tqdm(total=0, unit="page", disable=not show, file=sys.stderr, leave=False)
+    failed = 0
+    for path in files:
+        result = _FileResult(path)
+        try:
+            result.doc = decode_path(path, limits)
+            bar.total += len(result.doc.pages)
+            bar.refresh()
+            result.pages = []
+            # A few pages per engine call: the recogniser still gets full batches, and the
+            # bar moves through a long PDF.
+            for start in range(0, len(result.doc.pages), _PAGES_PER_CALL):
+                chunk = result.doc.pages[start : start + _PAGES_PER_CALL]
+                result.pages += engine.run(chunk, options)
+                bar.update(len(chunk))
+        except OCRServeError as e:
+            result.error = e
+            result.pages = None
+        if result.error is not None:
+            failed += 1
+            bar.write(f"{path}: error: [{result.error.code}] {result.error.message}", file=sys.stderr)
+        elif result.doc is not None and result.doc.truncated:
+            bar.write(
+                f"{path}: read {len(result.doc.pages)} of {result.doc.pages_total} pages "
+                "(page limit)",
+                file=sys.stderr,
+            )
+        _emit(result, fmt, engine, many=len(files) > 1)
+    bar.close()
+    if failed:
+        raise typer.Exit(1)
+
+
+def _file_dict(r: _FileResult, engine: Engine) -> dict[str, object]:
+    if r.error is not None or r.doc is None or r.pages is None:
+        err = r.error or OCRServeError("unknown failure")
+        return {"file": str(r.path), "error": {"code": err.code, "message": err.message}}
+    confs = [line.confidence for page in r.pages for line in page.lines]
+    return {
+        "file": str(r.path),
+        "text": "\n\n".join(p.text for p in r.pages),
+        "avg_confidence": round(sum(confs) / len(confs), 5) if confs else 0.0,
+        "page_count": len(r.pages),
+        "pages_total": r.doc.pages_total,
+        "truncated": r.doc.truncated,
+        "model": engine.model_version,
+        "pages": [p.to_dict() for p in r.pages],
+    }
+
+
+def _emit(r: _FileResult, fmt: OutputFormat, engine: Engine, *, many: bool) -> None:
+    if fmt is OutputFormat.json:
+        # One JSON document per file, one per line: a list would need every file first.
+        typer.echo(json.dumps(_file_dict(r, engine), ensure_ascii=False))
+    elif fmt is OutputFormat.jsonl:
+        if r.pages is None:
+            typer.echo(json.dumps(_file_dict(r, engine), ensure_ascii=False))
+            return
+        for page in r.pages:
+            typer.echo(json.dumps({"file": str(r.path), **page.to_dict()}, ensure_ascii=False))
+    elif r.pages is not None:
+        if many:
+            typer.echo(f"==> {r.path} <==")
+        for i, page in enumerate(r.pages):
+            if len(r.pages) > 1:
+                typer.echo(f"--- page {page.index} ---" if i == 0 else f"\n--- page {page.index} ---")
+            typer.echo(page.text)
+
+
+@app.command()
+def models(
+    precision: Annotated[str | None, typer.Option(help="Also prepare this precision.")] = None,
+) -> None:
+    """Verify the installed models, list the languages they read, prepare int8 variants."""
+    settings = _settings(precision=precision)
+    try:
+        engine = Engine.from_settings(settings)
+    except OCRServeError as e:
+        raise _fail(e) from e
+    typer.echo(f"folder:    {engine.models.folder}")
+    for spec in (engine.models.det, engine.models.cls, *engine.models.recs):
+        typer.echo(f"{spec.task}:       {spec.file}  sha256 {spec.sha256[:16]}…  ok")
+    typer.echo(f"precision: {engine.precision}  providers: {', '.join(engine.providers)}")
+    typer.echo(f"languages: {', '.join(engine.langs)}")
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    app()

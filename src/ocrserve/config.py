@@ -1,0 +1,68 @@
+"""One :class:`Settings` object, read from ``OCRSERVE_*`` environment variables once at start.
+
+Nothing else in the package reads the environment: the CLI builds a Settings and passes the
+parts each layer needs (plain option objects) down through constructors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ocrserve.types import Precision
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "ocrserve"
+
+
+class Settings(BaseSettings):
+    """Every knob of ocrserve. ``Settings()`` reads the environment; keywords override it.
+
+    >>> s = Settings(precision="int8", intra_op_threads=1)
+    >>> s.precision
+    'int8'
+    """
+
+    model_config = SettingsConfigDict(env_prefix="OCRSERVE_", extra="ignore", frozen=True)
+
+    # Models and runtime
+    model_dir: Path | None = Field(
+        default=None, description="Folder of ONNX models; default: the rapidocr wheel's models."
+    )
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    precision: Precision = "fp32"
+    lang: str = "ch"
+    use_cls: bool = True
+    intra_op_threads: int = Field(
+        default=0, ge=0, description="Threads per onnxruntime session; 0 = all cores."
+    )
+    providers: tuple[str, ...] = Field(
+        default=(),
+        description="onnxruntime execution providers in order of preference; empty = CUDA "
+        "when onnxruntime has it, else CPU.",
+    )
+
+    # Detection
+    det_limit_side: int = Field(default=736, ge=32)
+    det_max_side: int = Field(default=1920, ge=64)
+    det_max_upscale: float = Field(default=2.0, ge=1.0)
+    det_thresh: float = Field(default=0.3, gt=0.0, lt=1.0)
+    det_box_thresh: float = Field(default=0.5, gt=0.0, lt=1.0)
+    det_unclip_ratio: float = Field(default=1.6, gt=0.0)
+
+    # Classification and recognition
+    cls_batch_size: int = Field(default=32, ge=1)
+    rec_batch_size: int = Field(default=16, ge=1)
+    min_confidence: float = Field(default=0.5, ge=0.0, le=1.0)
+
+    # Decoding limits
+    max_file_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
+    max_pixels: int = Field(default=40_000_000, ge=1, description="Per page.")
+    max_pages: int = Field(default=100, ge=1)
+    pdf_dpi: int = Field(default=200, ge=36, le=600)
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -1,0 +1,276 @@
+"""The engine: detection -> optional angle classification -> recognition, over many pages.
+
+One :meth:`Engine.run` call takes pages from any number of documents or requests. Detection
+runs per page; the line crops of every page are then pooled, so the classifier and the
+recogniser see full batches of similar widths however the work was split into requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from ocrserve.config import Settings
+from ocrserve.engine.cls import AngleClassifier, ClsOptions
+from ocrserve.engine.det import DetOptions, TextDetector
+from ocrserve.engine.models import ModelSet, ModelSpec, ensure_int8, normalize_lang
+from ocrserve.engine.rec import RecOptions, TextRecognizer
+from ocrserve.engine.session import OrtSession, RuntimeOptions
+from ocrserve.errors import EngineError, LanguageNotInstalledError, OptionError
+from ocrserve.layout import reading_order
+from ocrserve.types import PRECISIONS, Box, Line, OCROptions, Page, PageResult, Precision, Timings
+
+log = logging.getLogger(__name__)
+
+U8 = npt.NDArray[np.uint8]
+F32 = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class Stages:
+    """The three stage objects of one precision."""
+
+    det: TextDetector
+    cls: AngleClassifier
+    recs: dict[str, TextRecognizer]  # rec model file name -> recogniser
+
+
+class Engine:
+    """Recognises text on pages. Thread-safe: share one instance.
+
+    >>> engine = Engine.from_settings(Settings())                    # doctest: +SKIP
+    >>> [r.text for r in engine.run(decode_path("scan.pdf").pages)]  # doctest: +SKIP
+    ['Form 1040-NR ...', ...]
+    """
+
+    def __init__(
+        self,
+        models: ModelSet,
+        *,
+        runtime: RuntimeOptions = RuntimeOptions(),
+        det: DetOptions = DetOptions(),
+        cls: ClsOptions = ClsOptions(),
+        rec: RecOptions = RecOptions(),
+        precision: Precision = "fp32",
+        defaults: OCROptions = OCROptions(),
+        cache_dir: Path | None = None,
+    ) -> None:
+        self.models = models
+        self.runtime = runtime
+        self.det_options, self.cls_options, self.rec_options = det, cls, rec
+        self.precision: Precision = self._check_precision(precision)
+        self.defaults = defaults
+        self.cache_dir = cache_dir or models.folder
+        # Stages per precision, built on first use. The lock guards only this one-time
+        # construction; running a stage mutates nothing shared.
+        self._stages: dict[Precision, Stages] = {}
+        self._build_lock = threading.Lock()
+        self.stages(self.precision)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Engine:
+        return cls(
+            ModelSet.locate(settings.model_dir),
+            runtime=RuntimeOptions(
+                intra_op_threads=settings.intra_op_threads, providers=settings.providers
+            ),
+            det=DetOptions(
+                limit_side=settings.det_limit_side,
+                max_side=settings.det_max_side,
+                max_upscale=settings.det_max_upscale,
+                thresh=settings.det_thresh,
+                box_thresh=settings.det_box_thresh,
+                unclip_ratio=settings.det_unclip_ratio,
+            ),
+            cls=ClsOptions(batch_size=settings.cls_batch_size),
+            rec=RecOptions(batch_size=settings.rec_batch_size),
+            precision=settings.precision,
+            defaults=OCROptions(
+                lang=settings.lang,
+                use_cls=settings.use_cls,
+                min_confidence=settings.min_confidence,
+            ),
+            cache_dir=settings.data_dir / "models",
+        )
+
+    @property
+    def model_version(self) -> str:
+        """Identifies the models' exact bytes: part of any cache key over results."""
+        parts = [self.models.det, self.models.cls, *self.models.recs]
+        return "+".join(f"{s.file.removesuffix('.onnx')}@{s.sha256[:12]}" for s in parts)
+
+    @property
+    def langs(self) -> tuple[str, ...]:
+        return self.models.langs
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        return self.stages(self.precision).det.session.providers
+
+    def stages(self, precision: Precision) -> Stages:
+        stages = self._stages.get(precision)
+        if stages is not None:
+            return stages
+        with self._build_lock:
+            if precision not in self._stages:
+                self._stages[precision] = self._build(precision)
+            return self._stages[precision]
+
+    def _build(self, precision: Precision) -> Stages:
+        def session(spec: ModelSpec, quantise: bool) -> OrtSession:
+            path = self.models.path(spec)
+            if quantise and precision == "int8":
+                path = ensure_int8(path, spec.sha256, self.cache_dir)
+            return OrtSession(path, self.runtime)
+
+        # The classifier is tiny and convolutional: int8 buys nothing there.
+        return Stages(
+            det=TextDetector(session(self.models.det, True), self.det_options),
+            cls=AngleClassifier(session(self.models.cls, False), self.cls_options),
+            recs={
+                spec.file: TextRecognizer(session(spec, True), self.rec_options)
+                for spec in self.models.recs
+            },
+        )
+
+    def resolve(self, options: OCROptions | None) -> tuple[OCROptions, str, Precision]:
+        """Validate per-call options: the recogniser file for the language and the precision."""
+        opts = options or self.defaults
+        spec = self.models.rec_for(opts.lang)
+        if spec is None:
+            raise LanguageNotInstalledError(opts.lang, installed=self.langs)
+        precision = self._check_precision(opts.precision or self.precision)
+        return opts, spec.file, precision
+
+    @staticmethod
+    def _check_precision(value: str) -> Precision:
+        for p in PRECISIONS:
+            if value == p:
+                return p
+        raise OptionError(
+            f"precision must be one of {', '.join(PRECISIONS)}, not {value!r}",
+            option="precision",
+            value=value,
+            allowed=PRECISIONS,
+        )
+
+    def run(self, pages: Sequence[Page], options: OCROptions | None = None) -> list[PageResult]:
+        """Recognise every page; returns one result per page, in order."""
+        opts, rec_file, precision = self.resolve(options)
+        stages = self.stages(precision)
+        images = [_as_bgr(p.image, p.index) for p in pages]
+        if not images:
+            return []
+
+        detected = stages.det(images)
+        crops: list[U8] = []
+        boxes: list[F32] = []
+        owner: list[int] = []  # page position of each crop
+        for n, (img, found) in enumerate(zip(images, detected, strict=True)):
+            for box in found.boxes:
+                crops.append(_crop(img, box))
+                boxes.append(box)
+                owner.append(n)
+
+        cls_elapsed = 0.0
+        if opts.use_cls and crops:
+            turned = stages.cls(crops)
+            crops, cls_elapsed = turned.images, turned.elapsed
+        recognised = stages.recs[rec_file](crops)
+        if len(recognised.texts) != len(crops):
+            raise EngineError(f"{len(recognised.texts)} texts for {len(crops)} crops")
+
+        # Batched stages' time is shared out by each page's share of the crops' pixels.
+        work = np.zeros(len(images))
+        for c, n in zip(crops, owner, strict=True):
+            work[n] += c.shape[0] * c.shape[1]
+        share = work / work.sum() if work.sum() else work
+
+        lines: list[list[Line]] = [[] for _ in images]
+        for k, n in enumerate(owner):
+            text, conf = recognised.texts[k].strip(), recognised.confidences[k]
+            if text and conf >= opts.min_confidence:
+                lines[n].append(Line(text, conf, _box(boxes[k])))
+
+        results = []
+        for n, page in enumerate(pages):
+            ordered = [
+                [lines[n][i] for i in row]
+                for block in reading_order([line.box for line in lines[n]])
+                for row in block
+            ]
+            det_t = detected[n].elapsed
+            cls_t = cls_elapsed * float(share[n])
+            rec_t = recognised.elapsed * float(share[n])
+            results.append(
+                PageResult(
+                    index=page.index,
+                    width=images[n].shape[1],
+                    height=images[n].shape[0],
+                    lines=tuple(line for row in ordered for line in row),
+                    text="\n".join(" ".join(line.text for line in row) for row in ordered),
+                    timings=Timings(det=det_t, cls=cls_t, rec=rec_t, total=det_t + cls_t + rec_t),
+                )
+            )
+        if len(results) != len(pages):
+            raise EngineError(f"{len(results)} results for {len(pages)} pages")
+        return results
+
+    def warmup(self) -> float:
+        """Run every stage once on a synthetic page; returns the seconds it took."""
+        t0 = time.perf_counter()
+        img = np.full((64, 256, 3), 255, dtype=np.uint8)
+        cv2.putText(img, "ocrserve 123", (8, 44), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (0, 0, 0), 2)
+        self.run([Page(img)])
+        return time.perf_counter() - t0
+
+
+def _as_bgr(image: npt.NDArray[np.uint8], index: int) -> U8:
+    """Check a page at the boundary: the engine takes HxWx3 uint8 BGR (grey is widened)."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        raise OptionError(
+            f"page {index}: expected a uint8 numpy image, got "
+            f"{getattr(image, 'dtype', type(image).__name__)}",
+            option="pages",
+            value=index,
+        )
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
+        raise OptionError(
+            f"page {index}: expected an HxWx3 image, got shape {image.shape}",
+            option="pages",
+            value=index,
+        )
+    return image
+
+
+def _crop(img: U8, box: F32) -> U8:
+    """Cut a (possibly rotated) line out of the page and straighten it."""
+    w = int(max(np.linalg.norm(box[0] - box[1]), np.linalg.norm(box[2] - box[3])))
+    h = int(max(np.linalg.norm(box[0] - box[3]), np.linalg.norm(box[1] - box[2])))
+    w, h = max(w, 1), max(h, 1)
+    target = np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.float32)
+    matrix = cv2.getPerspectiveTransform(box.astype(np.float32), target)
+    crop = cv2.warpPerspective(
+        img, matrix, (w, h), borderMode=cv2.BORDER_REPLICATE, flags=cv2.INTER_CUBIC
+    )
+    # A tall, narrow crop is a vertical line of text: the recogniser reads left to right.
+    if h / w >= 1.5:
+        crop = np.rot90(crop)
+    return np.ascontiguousarray(crop)
+
+
+def _box(box: F32) -> Box:
+    (x0, y0), (x1, y1), (x2, y2), (x3, y3) = box.tolist()
+    return ((x0, y0), (x1, y1), (x2, y2), (x3, y3))

@@ -1,0 +1,152 @@
+"""The whole exception tree of ocrserve.
+
+Every error carries what a user needs to act on it, and a stable machine-readable ``code``
+that the HTTP layer maps to a status in one place::
+
+    OCRServeError                      code
+    ├── InputError                     (bad input: the caller can fix it)
+    │   ├── UnsupportedFormatError     unsupported_format   .detected
+    │   ├── CorruptFileError           corrupt_file         .reason
+    │   └── LimitExceededError         limit_exceeded       .limit_name .limit .value
+    │       ├── FileTooLargeError      file_too_large       (bytes)
+    │       ├── TooManyPixelsError     too_many_pixels      (pixels per page; decompression bombs)
+    │       └── TooManyPagesError      too_many_pages       (pages; only when truncation is refused)
+    ├── OptionError                    invalid_option       .option .value .allowed
+    │   └── LanguageNotInstalledError  language_not_installed  .installed
+    ├── ModelError                     model_error          (the runtime failed or a model is unusable)
+    │   └── ModelNotFoundError         model_not_found      .path .searched .expected_sha256
+    └── EngineError                    engine_error         (an internal invariant broke: a bug)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+
+class OCRServeError(Exception):
+    """Base class of every error ocrserve raises on purpose."""
+
+    code = "ocrserve_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InputError(OCRServeError):
+    """The input document cannot be processed as given."""
+
+    code = "invalid_input"
+
+
+class UnsupportedFormatError(InputError):
+    """The bytes are not one of the formats we decode."""
+
+    code = "unsupported_format"
+
+    def __init__(self, message: str, *, detected: str | None = None) -> None:
+        super().__init__(message)
+        self.detected = detected
+
+
+class CorruptFileError(InputError):
+    """The format was recognised but the file cannot be decoded."""
+
+    code = "corrupt_file"
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class LimitExceededError(InputError):
+    """A configured limit was exceeded; says which limit, its value and what came."""
+
+    code = "limit_exceeded"
+    limit_name = "limit"
+    unit = ""
+
+    def __init__(self, *, limit: int, value: int, page: int | None = None) -> None:
+        where = f" on page {page}" if page is not None else ""
+        super().__init__(
+            f"{self.limit_name} limit exceeded{where}: got {value:,} {self.unit}, "
+            f"the limit is {limit:,} {self.unit}".rstrip()
+        )
+        self.limit = limit
+        self.value = value
+        self.page = page
+
+
+class FileTooLargeError(LimitExceededError):
+    code = "file_too_large"
+    limit_name = "file size"
+    unit = "bytes"
+
+
+class TooManyPixelsError(LimitExceededError):
+    code = "too_many_pixels"
+    limit_name = "pixel count"
+    unit = "pixels"
+
+
+class TooManyPagesError(LimitExceededError):
+    code = "too_many_pages"
+    limit_name = "page count"
+    unit = "pages"
+
+
+class OptionError(OCRServeError):
+    """An option has a value we do not accept."""
+
+    code = "invalid_option"
+
+    def __init__(
+        self, message: str, *, option: str, value: object, allowed: Sequence[str] = ()
+    ) -> None:
+        super().__init__(message)
+        self.option = option
+        self.value = value
+        self.allowed = tuple(allowed)
+
+
+class LanguageNotInstalledError(OptionError):
+    """No installed recognition model reads the requested language."""
+
+    code = "language_not_installed"
+
+    def __init__(self, lang: str, *, installed: Sequence[str]) -> None:
+        super().__init__(
+            f"no installed recognition model reads language {lang!r}; "
+            f"installed: {', '.join(sorted(installed))}",
+            option="lang",
+            value=lang,
+            allowed=sorted(installed),
+        )
+        self.installed = tuple(sorted(installed))
+
+
+class ModelError(OCRServeError):
+    """A model could not be loaded or the runtime failed while running it."""
+
+    code = "model_error"
+
+
+class ModelNotFoundError(ModelError):
+    """A model file is missing or is not the file we expect (wrong SHA-256)."""
+
+    code = "model_not_found"
+
+    def __init__(
+        self, message: str, *, path: Path, searched: Path, expected_sha256: str | None
+    ) -> None:
+        super().__init__(message)
+        self.path = path
+        self.searched = searched
+        self.expected_sha256 = expected_sha256
+
+
+class EngineError(OCRServeError):
+    """An internal invariant of the engine broke (a bug, never bad input)."""
+
+    code = "engine_error"

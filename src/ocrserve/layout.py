@@ -1,0 +1,453 @@
+"""Reading order of recognised text lines, and the page text built from it.
+
+The detector returns lines in no useful order. :func:`reading_order` groups them into blocks
+(columns or regions, top to bottom, left to right), each block into rows (top to bottom), each
+row into line indices (left to right); :func:`page_text` joins the recognised texts that way.
+
+>>> boxes = [((0, 0), (40, 0), (40, 10), (0, 10)), ((50, 1), (90, 1), (90, 11), (50, 11))]
+>>> reading_order(boxes)
+[[[0, 1]]]
+>>> page_text(["Hello", "world"], boxes)
+'Hello world'
+
+How, in three steps (pure geometry; the texts are never looked at):
+
+1. *Deskew.* Every point is rotated by the median angle of the horizontal lines, so a page
+   photographed a few degrees off reads like a straight one. Each line keeps its own residual
+   slope too, for scene text whose lines tilt each their own way.
+2. *Blocks: an XY-cut that only accepts real columns.* Lines sorted top to bottom; for each
+   candidate gutter (an x position), the maximal runs of consecutive lines that leave it free
+   are candidate multi-column sections. A section is cut into a left and a right part only when
+   both parts look like columns of running text (see :func:`_is_text_column`); what lies above
+   the section (a title spanning both columns) comes first, what lies below comes last, and
+   every part is cut again the same way, so three or more columns work as nested binary cuts.
+   Receipts (narrow price column), forms and tables (short labels and values) fail the test and
+   stay one block, read row by row.
+3. *Rows.* Within a block, a line joins the row whose horizontally nearest member, extended
+   along the slope of both lines, has its centre within half the larger line height of this
+   line's centre (the same as "overlap above 50% of the smaller height"). Comparing with the
+   nearest member, not the row's first one, keeps a long row together when its y drifts.
+
+Numbers on the dev sets (``/work/shared/eval``; page CER against the labelled ``page_text``
+of shuffled lines, this module vs RapidOCR's ``sorted_boxes`` order) are in
+``tests/test_layout.py``, which checks them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from ocrserve.types import Box
+
+__all__ = ["page_text", "reading_order"]
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.intp]
+
+#: Texts in one row are joined by this, rows by ROW_SEP, blocks (columns, regions) by BLOCK_SEP.
+#: A blank line between blocks keeps two columns apart for a reader and for paragraph-aware
+#: consumers; scorers that collapse whitespace are not affected.
+WORD_SEP = " "
+ROW_SEP = "\n"
+BLOCK_SEP = "\n\n"
+
+# --- thresholds (see the module docstring and the measurements in tests/test_layout.py) ---
+
+#: Two lines share a row when their centres, compared at the same x, are at most this many
+#: half-heights (of the taller line) apart. 1.0 is "centre of the smaller inside the taller",
+#: which equals "vertical overlap > 50% of the smaller height".
+ROW_TOLERANCE = 1.0
+#: A line may not join a row in which a member covers more than this share of the narrower
+#: of the two horizontally: that is a stacked line (tight leading), not a neighbour.
+ROW_MAX_X_OVERLAP = 0.5
+#: Lines tilted more than this (radians, against the page) are not used for the page angle
+#: and are treated as vertical text when also tall and narrow.
+MAX_SKEW = math.radians(30.0)
+#: The page is deskewed only when at least SKEW_MIN_LINES horizontal lines exist and
+#: SKEW_MIN_SHARE of them lie within SKEW_AGREEMENT of their median angle.
+SKEW_MIN_LINES = 5
+SKEW_MIN_SHARE = 0.7
+SKEW_AGREEMENT = math.radians(2.0)
+#: A line's own slope is used only when it is at least this many heights long.
+SLOPE_MIN_ASPECT = 8.0
+#: A gutter must be at least this many median line heights wide. Word gaps the detector leaves
+#: inside one line are narrower; the column test below does the rest.
+MIN_GUTTER = 0.5
+#: Each side of a column cut holds at least this many lines ("several lines").
+MIN_COLUMN_LINES = 3
+#: Each side of a column cut spans at least this share of the section's width. A receipt's
+#: price column or a form's box numbers are narrower.
+MIN_COLUMN_WIDTH = 0.25
+#: A line counts as running text when it is at least this many heights long, about 18
+#: characters of Latin text; labels, prices, quantities and box numbers are shorter.
+MIN_TEXT_ASPECT = 10.0
+#: Running text must make up at least this share of a side's ink (sum of line lengths), so a
+#: column may carry a few short lines (item letters, "Yes"/"No", a paragraph's last line).
+MIN_TEXT_SHARE = 0.6
+#: Regions without columns are cut at horizontal gaps at least this many line heights wide
+#: (normal leading is well under one), and each piece is tested for columns again.
+MIN_SECTION_GAP = 1.0
+#: At most this many candidate sections are tested per region; keeps pathological inputs
+#: (thousands of scattered words) fast.
+MAX_CANDIDATES = 64
+
+
+@dataclass(frozen=True, slots=True)
+class _Geometry:
+    """Per-line geometry in deskewed page coordinates."""
+
+    x0: FloatArray  # left edge
+    x1: FloatArray  # right edge
+    cx: FloatArray  # centre x
+    cy: FloatArray  # centre y
+    h: FloatArray  # text height (the box's own, not its axis-aligned height)
+    length: FloatArray  # text length along the line
+    slope: FloatArray  # dy/dx of the line against the deskewed page
+    vertical: npt.NDArray[np.bool_]  # vertical text: never shares a row
+
+
+def reading_order(boxes: Sequence[Box]) -> list[list[list[int]]]:
+    """Order text lines for reading: blocks -> rows -> line indices, left to right.
+
+    Blocks are columns or regions in reading order (a title above two columns is a block of
+    its own, then the left column, then the right one); within a block, rows top to bottom.
+    Every index of ``boxes`` appears exactly once.
+
+    >>> two_columns = [  # two lines in each column, rows at the same heights
+    ...     ((0, 0), (400, 0), (400, 20), (0, 20)),
+    ...     ((500, 0), (900, 0), (900, 20), (500, 20)),
+    ...     ((0, 30), (400, 30), (400, 50), (0, 50)),
+    ...     ((500, 30), (900, 30), (900, 50), (500, 50)),
+    ...     ((0, 60), (400, 60), (400, 80), (0, 80)),
+    ...     ((500, 60), (900, 60), (900, 80), (500, 80)),
+    ... ]
+    >>> reading_order(two_columns)
+    [[[0], [2], [4]], [[1], [3], [5]]]
+    >>> reading_order([])
+    []
+    """
+    pts = _as_points(boxes)
+    n = pts.shape[0]
+    if n == 0:
+        return []
+    geo = _geometry(pts)
+    order = np.lexsort((geo.x0, geo.cy))  # top to bottom, then left to right
+    blocks = _blocks(order, geo)
+    return [_rows(block, geo) for block in blocks]
+
+
+def page_text(texts: Sequence[str], boxes: Sequence[Box]) -> str:
+    """Join recognised texts in reading order.
+
+    Texts in one row are joined by a single space, rows by a newline, blocks (columns,
+    regions) by a blank line. Texts are stripped; empty ones are left out.
+
+    >>> boxes = [
+    ...     ((0, 30), (60, 30), (60, 40), (0, 40)),
+    ...     ((0, 0), (60, 0), (60, 10), (0, 10)),
+    ...     ((200, 31), (240, 31), (240, 41), (200, 41)),
+    ... ]
+    >>> page_text(["TOTAL", "SHOP NAME", "8.20"], boxes)
+    'SHOP NAME\\nTOTAL 8.20'
+    """
+    if len(texts) != len(boxes):
+        raise ValueError(f"page_text: expected one box per text, got {len(texts)} texts "
+                         f"and {len(boxes)} boxes")
+    out_blocks: list[str] = []
+    for block in reading_order(boxes):
+        rows = [WORD_SEP.join(t for i in row if (t := texts[i].strip())) for row in block]
+        text = ROW_SEP.join(r for r in rows if r)
+        if text:
+            out_blocks.append(text)
+    return BLOCK_SEP.join(out_blocks)
+
+
+# --- geometry -------------------------------------------------------------------------------
+
+
+def _as_points(boxes: Sequence[Box]) -> FloatArray:
+    if len(boxes) == 0:
+        return np.zeros((0, 4, 2), dtype=np.float64)
+    try:
+        pts = np.asarray(boxes, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"reading_order: expected boxes of 4 (x, y) points, got {boxes[0]!r}") from e
+    if pts.ndim != 3 or pts.shape[1:] != (4, 2):
+        raise ValueError(
+            f"reading_order: expected boxes of 4 (x, y) points, got an array of shape {pts.shape}"
+        )
+    if not np.isfinite(pts).all():
+        raise ValueError("reading_order: box coordinates must be finite numbers")
+    return pts
+
+
+def _geometry(pts: FloatArray) -> _Geometry:
+    tl, tr, br, bl = pts[:, 0], pts[:, 1], pts[:, 2], pts[:, 3]
+    top, bottom = tr - tl, br - bl
+    length = 0.5 * (np.hypot(top[:, 0], top[:, 1]) + np.hypot(bottom[:, 0], bottom[:, 1]))
+    left, right = bl - tl, br - tr
+    height = 0.5 * (np.hypot(left[:, 0], left[:, 1]) + np.hypot(right[:, 0], right[:, 1]))
+    angle = np.arctan2(top[:, 1] + bottom[:, 1], top[:, 0] + bottom[:, 0])
+
+    # The page angle comes from lines that are clearly horizontal text (longer than tall,
+    # moderately tilted); single characters and vertical text say nothing about it.
+    horizontal = (length >= 1.5 * height) & (np.abs(angle) <= MAX_SKEW)
+    skew = _page_skew(angle[horizontal])
+    if skew != 0.0:
+        c, s = math.cos(-skew), math.sin(-skew)
+        rot = np.array([[c, s], [-s, c]])  # row vectors: p @ rot rotates p by -skew
+        pts = pts @ rot
+
+    # A degenerate box (a point, a line) still gets a height, so that it can share a row.
+    med_h = float(np.median(height[height > 0])) if (height > 0).any() else 1.0
+    h = np.maximum(height, max(1e-3 * med_h, 1e-6))
+    residual = angle - skew
+    residual = (residual + math.pi) % (2 * math.pi) - math.pi
+    # Vertical text (the sidebars of a tax form, a rotated stamp) as given by the detector: a
+    # tall narrow box whose height is well above the page's line height, or a box rotated
+    # by about 90 degrees. Its centre says little about which row it belongs to.
+    vertical = ((height >= 2.0 * length) & (height >= 2.0 * med_h)) | (
+        np.abs(residual) > math.pi / 2 - MAX_SKEW
+    ) & (np.abs(residual) < math.pi / 2 + MAX_SKEW)
+    # The slope of a short box (a word, a price) is mostly perspective or detector noise, and
+    # extending it sideways misplaces more than it fixes (measured on the scene set); such a
+    # box is taken as level, with its upright extent as height, which covers its own tilt.
+    # Long lines have a reliable slope, and need it: their far ends drift most.
+    sloped = (length >= SLOPE_MIN_ASPECT * h) & (np.abs(residual) <= MAX_SKEW)
+    slope = np.where(sloped, np.tan(residual), 0.0)
+
+    x0 = pts[:, :, 0].min(axis=1)
+    x1 = pts[:, :, 0].max(axis=1)
+    cy = pts[:, :, 1].mean(axis=1)
+    upright = pts[:, :, 1].max(axis=1) - pts[:, :, 1].min(axis=1)
+    # Vertical text: its "height" is its extent on the page, so it cannot look like a row.
+    h = np.where(vertical | ~sloped, np.maximum(upright, h * ~vertical), h)
+    h = np.maximum(h, 1e-6)
+    return _Geometry(
+        x0=x0,
+        x1=x1,
+        cx=0.5 * (x0 + x1),
+        cy=cy,
+        h=h,
+        length=np.maximum(length, height * vertical),
+        slope=slope,
+        vertical=vertical,
+    )
+
+
+def _page_skew(angles: FloatArray) -> float:
+    """The page's angle, or 0.0 when the lines do not agree on one.
+
+    A photographed document tilts as a whole: its lines share one angle. Words in a scene
+    photo tilt each their own way (perspective, curved signs); rotating the whole picture by
+    their median would reorder words that are far apart, so there each line's own slope is
+    all that is used.
+    """
+    if len(angles) < SKEW_MIN_LINES:
+        return 0.0
+    median = float(np.median(angles))
+    agree = np.abs(angles - median) <= SKEW_AGREEMENT
+    if agree.mean() < SKEW_MIN_SHARE:
+        return 0.0
+    return float(np.median(angles[agree]))
+
+
+# --- blocks: XY-cut with a column test --------------------------------------------------------
+
+
+def _blocks(order: IntArray, geo: _Geometry) -> list[IntArray]:
+    """Split lines (sorted top to bottom) into blocks in reading order."""
+    out: list[IntArray] = []
+    stack: list[IntArray] = [order]
+    # An explicit stack (last in, first out) instead of recursion: no depth limit on odd input.
+    while stack:
+        region = stack.pop()
+        parts = _find_columns(region, geo) or _split_at_gaps(region, geo)
+        if parts is None:
+            out.append(region)
+        else:
+            stack.extend(reversed([p for p in parts if len(p)]))
+    return out
+
+
+def _split_at_gaps(region: IntArray, geo: _Geometry) -> tuple[IntArray, ...] | None:
+    """Cut a region at wide full-width horizontal gaps, or None if it has none.
+
+    A column section that sits below a table or a figure caption is only found once they are
+    apart: the gutter's run of free lines would include the table and fail the column test.
+    Only gaps well above normal leading are cut, so a receipt or a paragraph stays whole.
+    """
+    if len(region) < 2:
+        return None
+    top = geo.cy[region] - 0.5 * geo.h[region]
+    bottom = geo.cy[region] + 0.5 * geo.h[region]
+    med_h = float(np.median(geo.h[region]))
+    order = np.argsort(top, kind="stable")
+    reach = np.maximum.accumulate(bottom[order])
+    gap = top[order][1:] - reach[:-1]
+    cuts = np.nonzero(gap >= MIN_SECTION_GAP * med_h)[0] + 1
+    if len(cuts) == 0:
+        return None
+    # Positions sorted back, so every piece stays in top-to-bottom order.
+    return tuple(region[np.sort(piece)] for piece in np.split(order, cuts))
+
+
+def _find_columns(
+    region: IntArray, geo: _Geometry
+) -> tuple[IntArray, IntArray, IntArray, IntArray] | None:
+    """Best column cut of a region: (above, left, right, below), or None to keep it whole."""
+    m = len(region)
+    if m < 2 * MIN_COLUMN_LINES:
+        return None
+    x0, x1, h = geo.x0[region], geo.x1[region], geo.h[region]
+    lo, hi = float(x0.min()), float(x1.max())
+    med_h = float(np.median(h))
+    if hi - lo <= 0 or med_h <= 0:
+        return None
+    # Bins a quarter of a line height wide resolve any gutter worth having; capped for speed.
+    nb = int(min(2048, max(8, math.ceil((hi - lo) / (0.25 * med_h)))))
+    bw = (hi - lo) / nb
+    start = np.clip(np.floor((x0 - lo) / bw).astype(np.intp), 0, nb - 1)
+    end = np.clip(np.ceil((x1 - lo) / bw).astype(np.intp), start + 1, nb)
+    rows = np.arange(m)
+    # occupied[k, b]: line k covers bin b (difference array, then a running sum).
+    diff = np.zeros((m, nb + 1), dtype=np.int8)
+    diff[rows, start] += 1
+    diff[rows, end] -= 1
+    occupied = np.cumsum(diff[:, :nb], axis=1, dtype=np.int8) > 0
+    # Runs of consecutive lines (in top-to-bottom order) that leave bin b free.
+    free = np.zeros((m + 2, nb), dtype=np.int8)
+    free[1:-1] = ~occupied
+    step = np.diff(free, axis=0)  # +1 where a free run starts, -1 one past where it ends
+    sb, si = np.nonzero(step.T == 1)
+    _, sj = np.nonzero(step.T == -1)
+    length = sj - si
+    keep = length >= 2 * MIN_COLUMN_LINES
+    if not keep.any():
+        return None
+    sb, si, sj = sb[keep], si[keep], sj[keep]
+    # Lines left of bin b, counted with a running sum down the sorted lines.
+    left_of = np.zeros((m + 1, nb), dtype=np.int32)
+    left_of[1:] = np.cumsum(end[:, None] <= np.arange(nb)[None, :], axis=0, dtype=np.int32)
+    n_left = left_of[sj, sb] - left_of[si, sb]
+    n_right = (sj - si) - n_left
+    keep = (n_left >= MIN_COLUMN_LINES) & (n_right >= MIN_COLUMN_LINES)
+    if not keep.any():
+        return None
+    sb, si, sj, n_left = sb[keep], si[keep], sj[keep], n_left[keep]
+    # Neighbouring bins with the same run and the same split are one gutter.
+    keys = np.stack([si, sj, n_left], axis=1)
+    uniq, first, width = np.unique(keys, axis=0, return_index=True, return_counts=True)
+    wide = width * bw >= MIN_GUTTER * med_h
+    uniq, first, width = uniq[wide], first[wide], width[wide]
+    if len(uniq) == 0:
+        return None
+    # Longest sections first, then the widest gutters; ties by position, so it is deterministic.
+    rank = np.lexsort((sb[first], uniq[:, 0], -width, -(uniq[:, 1] - uniq[:, 0])))
+    for c in rank[:MAX_CANDIDATES]:
+        i, j = int(uniq[c, 0]), int(uniq[c, 1])
+        gutter = int(sb[first[c]])
+        section = region[i:j]
+        is_left = end[i:j] <= gutter
+        left, right = section[is_left], section[~is_left]
+        width_all = float(geo.x1[section].max() - geo.x0[section].min())
+        if _is_text_column(left, geo, width_all) and _is_text_column(right, geo, width_all):
+            return region[:i], left, right, region[j:]
+    return None
+
+
+def _is_text_column(lines: IntArray, geo: _Geometry, section_width: float) -> bool:
+    """Whether lines look like a column of running text, not a column of a table or form.
+
+    Several lines, a good share of the section's width, and most of the ink in long lines.
+    Ink is weighted by length so that a few short lines (paragraph ends, item letters,
+    check-box labels) do not spoil a column, while a column of prices or labels fails.
+    """
+    width = float(geo.x1[lines].max() - geo.x0[lines].min())
+    if width < MIN_COLUMN_WIDTH * section_width:
+        return False
+    length = geo.length[lines]
+    long = length >= MIN_TEXT_ASPECT * geo.h[lines]
+    if int(long.sum()) < MIN_COLUMN_LINES:
+        return False
+    return float(length[long].sum()) >= MIN_TEXT_SHARE * float(length.sum())
+
+
+# --- rows ---------------------------------------------------------------------------------------
+
+
+def _rows(block: IntArray, geo: _Geometry) -> list[list[int]]:
+    """Group a block's lines (sorted top to bottom) into rows, each sorted left to right."""
+    cx, cy, h, slope = geo.cx, geo.cy, geo.h, geo.slope
+    x0, x1 = geo.x0, geo.x1
+    # How far below a row a line may still join it: its height, plus what the steepest line
+    # can drift across the block.
+    span = float(x1[block].max() - x0[block].min()) if len(block) else 0.0
+    drift = float(np.abs(slope[block]).max()) * span if len(block) else 0.0
+
+    members: list[list[int]] = []
+    bottom: list[float] = []  # lowest member centre of each row
+    tallest: list[float] = []
+    active: list[int] = []
+    for k in block.tolist():
+        if geo.vertical[k]:
+            members.append([k])
+            bottom.append(float(cy[k]))
+            tallest.append(float(h[k]))
+            continue
+        best, best_d = -1, math.inf
+        still: list[int] = []
+        for r in active:
+            if cy[k] - bottom[r] > tallest[r] + drift:
+                continue  # rows are visited top to bottom: this one is finished for good
+            still.append(r)
+            d = _row_distance(k, members[r], cx, cy, h, slope, x0, x1)
+            if d < best_d:
+                best, best_d = r, d
+        active = still
+        if best >= 0 and best_d <= ROW_TOLERANCE:
+            members[best].append(k)
+            bottom[best] = max(bottom[best], float(cy[k]))
+            tallest[best] = max(tallest[best], float(h[k]))
+        else:
+            active.append(len(members))
+            members.append([k])
+            bottom.append(float(cy[k]))
+            tallest.append(float(h[k]))
+
+    rows = [sorted(row, key=lambda k: (float(cx[k]), float(cy[k]), k)) for row in members]
+    # Rows top to bottom by their mean centre: robust to one tall or tilted member.
+    rows.sort(key=lambda row: (sum(float(cy[k]) for k in row) / len(row), float(cx[row[0]])))
+    return rows
+
+
+def _row_distance(
+    k: int,
+    row: list[int],
+    cx: FloatArray,
+    cy: FloatArray,
+    h: FloatArray,
+    slope: FloatArray,
+    x0: FloatArray,
+    x1: FloatArray,
+) -> float:
+    """Vertical distance of line k from a row, in half-heights; inf if it cannot join."""
+    ref, ref_dx = -1, math.inf
+    for m in row:
+        overlap = min(x1[k], x1[m]) - max(x0[k], x0[m])
+        if overlap > ROW_MAX_X_OVERLAP * min(x1[k] - x0[k], x1[m] - x0[m]) and overlap > 0:
+            return math.inf  # stacked above or below a member: a different row
+        dx = abs(float(cx[k] - cx[m]))
+        if dx < ref_dx:
+            ref, ref_dx = m, dx
+    # Compare both centre lines halfway between the two lines, along their mean slope.
+    s = 0.5 * float(slope[k] + slope[ref])
+    mid = 0.5 * float(cx[k] + cx[ref])
+    yk = float(cy[k]) + s * (mid - float(cx[k]))
+    yr = float(cy[ref]) + s * (mid - float(cx[ref]))
+    return abs(yk - yr) / (0.5 * max(float(h[k]), float(h[ref])))

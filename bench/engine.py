@@ -96,7 +96,7 @@ def forbid_network() -> None:
             refuse()
         real_connect(self, address)
 
-    socket.socket.connect = connect  # type: ignore[method-assign]
+    socket.socket.connect = connect  # type: ignore[method-assign,assignment]
     socket.getaddrinfo = refuse
 
 
@@ -137,7 +137,7 @@ def load_bgr(path: Path) -> Image:
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
         raise ValueError(f"cannot read image {path}")
-    return img
+    return np.asarray(img, dtype=np.uint8)
 
 
 def build_ocrserve(precision: str) -> tuple[Recognise, dict[str, Any]]:
@@ -176,9 +176,11 @@ def build_rapidocr() -> tuple[Recognise, dict[str, Any]]:
     engine = RapidOCR()
 
     def recognise(bgr: Image) -> str:
-        out = engine(bgr)
+        # Its return type is a union over its det/cls/rec-only modes; the full pipeline's
+        # output has .txts (None when nothing was found).
+        txts = getattr(engine(bgr), "txts", None)
         # What its users do: the lines in the order it returns them, one per line.
-        return "\n".join(out.txts) if out.txts else ""
+        return "\n".join(txts) if txts else ""
 
     return recognise, {"version": version("rapidocr"), "log": log}
 
@@ -411,7 +413,9 @@ def score(
         *SCORE_FLAGS.get(name, ()),
         str(labels),
     ]
-    subprocess.run(cmd, check=True, capture_output=True)
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"score.py failed on {pred_path}: {done.stderr.strip()}")
     report = json.loads(report_path.read_text(encoding="utf-8"))
     summary: dict[str, Any] = report["sets"][name]["summary"]
     summary["flags"] = list(SCORE_FLAGS.get(name, ()))
@@ -448,6 +452,7 @@ def summarise(peer: str, workers: list[dict[str, Any]]) -> dict[str, Any]:
     starts = warm or mine
     if starts:
         out["cold_start_s"] = statistics.median(w["cold_start_s"] for w in starts)
+        out["cold_start_n"] = len(starts)
         out["cold_starts_s"] = [w["cold_start_s"] for w in mine]
         out["cold_parts_s"] = {
             part: statistics.median(w["cold_parts_s"][part] for w in starts)
@@ -566,7 +571,6 @@ def build_notes(
     peers: Sequence[str],
     summaries: dict[str, dict[str, Any]],
     scores: dict[str, dict[str, dict[str, Any]]],
-    n_cold: dict[str, int],
     pre: list[str],
 ) -> list[str]:
     notes = [
@@ -587,6 +591,10 @@ def build_notes(
         + ", ".join(f"{k} {' '.join(v)}" for k, v in SCORE_FLAGS.items())
         + ". Page CER on multi-column pages depends on reading order; compare F1 too.",
     ]
+    # ocrserve's Settings read OCRSERVE_* variables: any set here change its defaults.
+    overrides = sorted(k for k in os.environ if k.startswith("OCRSERVE_"))
+    if overrides:
+        notes.append(f"ocrserve ran with environment overrides: {', '.join(overrides)}.")
     for peer in peers:
         s = summaries[peer]
         if "per_round_images_per_s" in s:
@@ -594,7 +602,7 @@ def build_notes(
             parts = ", ".join(f"{k} {v:.2f}" for k, v in s.get("cold_parts_s", {}).items())
             notes.append(
                 f"{peer}: images/s per round {rounds}; cold start median of "
-                f"{n_cold[peer]} starts ({parts} s)."
+                f"{s['cold_start_n']} starts ({parts} s)."
             )
         if peer == "ocrserve-int8" and "int8_cache_existed" in s:
             if s["int8_cache_existed"]:
@@ -620,7 +628,8 @@ def build_notes(
         for name, sc in scores.get(peer, {}).items():
             if sc["missing"]:
                 notes.append(f"{peer} {name}: {sc['missing']} items had no prediction.")
-    if BASELINE in peers and not any("rapidocr log" in n for n in notes):
+    ran = BASELINE in peers and not summaries[BASELINE]["errors"]
+    if ran and not any(f"{BASELINE} log" in n for n in notes):
         notes.append("rapidocr: logged no warnings and no download attempt (models from wheel).")
     return notes + pre
 
@@ -726,12 +735,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine["loadavg_end"] = os.getloadavg()[0]
 
     summaries = {peer: summarise(peer, workers) for peer in peers}
-    n_cold = {p: len(summaries[p].get("cold_starts_s", [])) for p in peers}
     counts = ", ".join(f"{s} ({sum(1 for d in dev if d['set'] == s)})" for s in labels)
+    speed_line = (
+        f"{len(speed)} speed images x {args.rounds} rounds (a fresh worker process per peer "
+        "and round, peers alternating round by round)"
+        if speed
+        else "no speed set"
+    )
     run_line = (
-        f"Run: {len(speed)} speed images x {args.rounds} rounds (a fresh worker process per "
-        f"peer and round, peers alternating round by round); accuracy on "
-        f"{counts or 'no sets'}; raw data `{run.relative_to(ROOT)}.json`."
+        f"Run: {speed_line}; accuracy on {counts or 'no sets'}; "
+        f"raw data `{run.relative_to(ROOT)}.json`."
     )
     report = render(
         peers,
@@ -740,10 +753,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sets,
         machine,
         run_line,
-        build_notes(peers, summaries, scores, n_cold, notes),
+        build_notes(peers, summaries, scores, notes),
     )
-    print(report)
-
+    # Files first: a closed stdout (``| head``) must not lose a long run's results.
     raw = {
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "machine": machine,
@@ -758,6 +770,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.write_results:
         write_results(report, RESULTS_MD)
         print(f"[engine] updated {RESULTS_MD}", file=sys.stderr)
+    print(report)
     failed = any(s["errors"] for s in summaries.values()) or any(
         sc["missing"] for per in scores.values() for sc in per.values()
     )

@@ -21,6 +21,7 @@ from ocrserve.errors import (
     OptionError,
     TooManyPagesError,
     TooManyPixelsError,
+    UnreadableFileError,
     UnsupportedFormatError,
 )
 from ocrserve.types import Document, Line, OCROptions, Page, PageResult, Timings
@@ -51,6 +52,7 @@ __all__ = [
     "Timings",
     "TooManyPagesError",
     "TooManyPixelsError",
+    "UnreadableFileError",
     "UnsupportedFormatError",
     "__version__",
     "decode_bytes",

@@ -1,7 +1,7 @@
 """The command line: thin wiring of settings, decoding and the engine.
 
-    ocrserve ocr FILE... [--format text|json|jsonl] [--lang ch] [--precision int8] [--no-cls]
-    ocrserve models [--precision int8]
+ocrserve ocr FILE... [--format text|json|jsonl] [--lang ch] [--precision int8] [--no-cls]
+ocrserve models [--precision int8]
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 from dataclasses import dataclass, replace
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -31,7 +31,7 @@ log = logging.getLogger("ocrserve")
 _PAGES_PER_CALL = 4
 
 
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     text = "text"
     json = "json"
     jsonl = "jsonl"
@@ -96,7 +96,7 @@ def ocr(
         result = _FileResult(path)
         try:
             result.doc = decode_path(path, limits)
-            bar.total += len(result.doc.pages)
+            bar.total = (bar.total or 0) + len(result.doc.pages)
             bar.refresh()
             result.pages = []
             # A few pages per engine call: the recogniser still gets full batches, and the
@@ -110,7 +110,9 @@ def ocr(
             result.pages = None
         if result.error is not None:
             failed += 1
-            bar.write(f"{path}: error: [{result.error.code}] {result.error.message}", file=sys.stderr)
+            bar.write(
+                f"{path}: error: [{result.error.code}] {result.error.message}", file=sys.stderr
+            )
         elif result.doc is not None and result.doc.truncated:
             bar.write(
                 f"{path}: read {len(result.doc.pages)} of {result.doc.pages_total} pages "
@@ -155,7 +157,9 @@ def _emit(r: _FileResult, fmt: OutputFormat, engine: Engine, *, many: bool) -> N
             typer.echo(f"==> {r.path} <==")
         for i, page in enumerate(r.pages):
             if len(r.pages) > 1:
-                typer.echo(f"--- page {page.index} ---" if i == 0 else f"\n--- page {page.index} ---")
+                typer.echo(
+                    f"--- page {page.index} ---" if i == 0 else f"\n--- page {page.index} ---"
+                )
             typer.echo(page.text)
 
 

@@ -45,6 +45,7 @@ from ocrserve.errors import (
     OCRServeError,
     TooManyPagesError,
     TooManyPixelsError,
+    UnreadableFileError,
     UnsupportedFormatError,
 )
 from ocrserve.types import Document, Page
@@ -203,16 +204,20 @@ def decode_path(path: str | os.PathLike[str], limits: DecodeLimits = DecodeLimit
     >>> doc.format, doc.pages[0].image.shape                # doctest: +SKIP
     ('tiff', (480, 640, 3))
 
-    Raises what :func:`decode_bytes` raises, and ``OSError`` if the file cannot be read.
+    Raises what :func:`decode_bytes` raises, and :class:`UnreadableFileError` if the file
+    cannot be read.
     """
     name = os.fspath(path)
-    with open(name, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size > limits.max_bytes:
-            raise FileTooLargeError(limit=limits.max_bytes, value=size)
-        # One byte past the limit: a file that grew since fstat, or a pipe or device whose
-        # size fstat cannot tell, is caught by decode_bytes without reading all of it.
-        data = f.read(limits.max_bytes + 1)
+    try:
+        with open(name, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > limits.max_bytes:
+                raise FileTooLargeError(limit=limits.max_bytes, value=size)
+            # One byte past the limit: a file that grew since fstat, or a pipe or device whose
+            # size fstat cannot tell, is caught by decode_bytes without reading all of it.
+            data = f.read(limits.max_bytes + 1)
+    except OSError as e:
+        raise UnreadableFileError(f"cannot read {name}: {e.strerror or e}", path=name) from e
     return decode_bytes(data, limits, filename=os.path.basename(name))
 
 

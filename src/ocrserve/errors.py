@@ -7,13 +7,14 @@ that the HTTP layer maps to a status in one place::
     ├── InputError                     (bad input: the caller can fix it)
     │   ├── UnsupportedFormatError     unsupported_format   .detected
     │   ├── CorruptFileError           corrupt_file         .reason
+    │   ├── UnreadableFileError        unreadable_file      .path (a local file cannot be read)
     │   └── LimitExceededError         limit_exceeded       .limit_name .limit .value
     │       ├── FileTooLargeError      file_too_large       (bytes)
     │       ├── TooManyPixelsError     too_many_pixels      (pixels per page; decompression bombs)
-    │       └── TooManyPagesError      too_many_pages       (pages; only when truncation is refused)
+    │       └── TooManyPagesError      too_many_pages       (pages, when truncation is refused)
     ├── OptionError                    invalid_option       .option .value .allowed
     │   └── LanguageNotInstalledError  language_not_installed  .installed
-    ├── ModelError                     model_error          (the runtime failed or a model is unusable)
+    ├── ModelError                     model_error          (a model is unusable or the runtime failed)
     │   └── ModelNotFoundError         model_not_found      .path .searched .expected_sha256
     └── EngineError                    engine_error         (an internal invariant broke: a bug)
 """
@@ -58,6 +59,16 @@ class CorruptFileError(InputError):
     def __init__(self, message: str, *, reason: str = "") -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class UnreadableFileError(InputError):
+    """A local file is missing or cannot be read."""
+
+    code = "unreadable_file"
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class LimitExceededError(InputError):

@@ -54,10 +54,12 @@ class AngleClassifier:
             chunk = crops[start : start + bs]
             probs = self.session.run(np.stack([self._prepare(c) for c in chunk]))
             if probs.shape[0] != len(chunk):
-                raise EngineError(f"classifier returned {probs.shape[0]} results for {len(chunk)} crops")
+                raise EngineError(
+                    f"classifier returned {probs.shape[0]} results for {len(chunk)} crops"
+                )
             for j, p in enumerate(probs):
                 if int(p.argmax()) == 1 and float(p[1]) > self.options.thresh:
-                    out[start + j] = cv2.rotate(chunk[j], cv2.ROTATE_180)
+                    out[start + j] = np.asarray(cv2.rotate(chunk[j], cv2.ROTATE_180), np.uint8)
                     flipped[start + j] = True
         return ClsResult(out, tuple(flipped), time.perf_counter() - t0)
 

@@ -96,7 +96,10 @@ class TextDetector:
         if h <= o.min_height or w / h > o.max_aspect:
             new_h = max(int(w / o.max_aspect), o.min_height) * 2
             pad_top = max((new_h - h) // 2, 0)
-            img = cv2.copyMakeBorder(img, pad_top, pad_top, 0, 0, cv2.BORDER_CONSTANT, value=0)
+            img = np.asarray(
+                cv2.copyMakeBorder(img, pad_top, pad_top, 0, 0, cv2.BORDER_CONSTANT, value=0),
+                dtype=np.uint8,
+            )
         ph, pw = img.shape[:2]
         scale = 1.0
         if min(ph, pw) < o.limit_side:
@@ -119,7 +122,7 @@ class TextDetector:
         boxes: list[F32] = []
         scores: list[float] = []
         for contour in contours[: o.max_candidates]:
-            points, short_side = _min_box(contour)
+            points, short_side = _min_box(np.asarray(contour, dtype=np.int32))
             if short_side < 3:
                 continue
             score = _box_score(prob, points)
@@ -128,7 +131,7 @@ class TextDetector:
             expanded = _unclip(points, o.unclip_ratio)
             if expanded is None:
                 continue
-            box, short_side = _min_box(expanded)
+            box, short_side = _min_box(np.asarray(expanded, dtype=np.int32))
             if short_side < 5:
                 continue
             # map-pixels -> padded-image pixels -> original pixels
@@ -164,7 +167,7 @@ def _box_score(prob: F32, box: F32) -> float:
     ymax = int(np.clip(math.ceil(box[:, 1].max()), 0, h - 1))
     mask = np.zeros((ymax - ymin + 1, xmax - xmin + 1), dtype=np.uint8)
     shifted = box - np.array([xmin, ymin], dtype=np.float32)
-    cv2.fillPoly(mask, shifted.reshape(1, -1, 2).astype(np.int32), 1)
+    cv2.fillPoly(mask, [shifted.reshape(-1, 2).astype(np.int32)], 1)
     return float(cv2.mean(prob[ymin : ymax + 1, xmin : xmax + 1], mask)[0])
 
 

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Literal
 
 from ocrserve.errors import ModelError, ModelNotFoundError
-from ocrserve.types import Precision
 
 log = logging.getLogger(__name__)
 
@@ -208,9 +207,7 @@ def ensure_int8(source: Path, source_sha256: str, cache_dir: Path) -> Path:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        quantize_dynamic(
-            source, tmp, op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8
-        )
+        quantize_dynamic(source, tmp, op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
         out_hash = sha256_of(tmp)
         tmp.replace(target)
         stamp.write_text(f"{source_sha256} {out_hash}\n")

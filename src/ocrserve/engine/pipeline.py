@@ -21,7 +21,7 @@ import numpy.typing as npt
 from ocrserve.config import Settings
 from ocrserve.engine.cls import AngleClassifier, ClsOptions
 from ocrserve.engine.det import DetOptions, TextDetector
-from ocrserve.engine.models import ModelSet, ModelSpec, ensure_int8, normalize_lang
+from ocrserve.engine.models import ModelSet, ModelSpec, ensure_int8
 from ocrserve.engine.rec import RecOptions, TextRecognizer
 from ocrserve.engine.session import OrtSession, RuntimeOptions
 from ocrserve.errors import EngineError, LanguageNotInstalledError, OptionError
@@ -243,9 +243,9 @@ def _as_bgr(image: npt.NDArray[np.uint8], index: int) -> U8:
             value=index,
         )
     if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        return np.asarray(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), dtype=np.uint8)
     if image.ndim == 3 and image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+        return np.asarray(cv2.cvtColor(image, cv2.COLOR_BGRA2BGR), dtype=np.uint8)
     if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
         raise OptionError(
             f"page {index}: expected an HxWx3 image, got shape {image.shape}",

@@ -80,7 +80,7 @@ class TextRecognizer:
 
     def _width(self, crop: U8) -> int:
         h, w = crop.shape[:2]
-        return max(8, math.ceil(self.options.height * w / h))
+        return max(8, math.ceil(self.options.height * int(w) / int(h)))
 
     def _batches(self, crops: list[U8]) -> list[list[int]]:
         buckets: dict[int, list[int]] = {}

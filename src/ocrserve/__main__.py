@@ -1,0 +1,3 @@
+from ocrserve.cli import main
+
+main()

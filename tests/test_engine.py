@@ -1,0 +1,171 @@
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from ocrserve import Engine, OCROptions, OptionError, Page, decode_path
+from ocrserve.errors import LanguageNotInstalledError
+
+from .conftest import FIXTURES, cer
+
+GOLDEN = json.loads((FIXTURES / "golden.json").read_text(encoding="utf-8"))
+
+
+def page(name: str) -> Page:
+    return decode_path(FIXTURES / name).pages[0]
+
+
+def test_reads_an_english_page_close_to_its_transcript(engine: Engine) -> None:
+    result = engine.run([page("phototest.tif")])[0]
+    assert (result.width, result.height) == (640, 480)
+    assert cer(GOLDEN["phototest.tif"], result.text) < 0.02
+    assert all(0.5 <= line.confidence <= 1.0 for line in result.lines)
+
+
+def test_reads_accented_european_text(engine: Engine) -> None:
+    result = engine.run([page("eurotext.tif")], OCROptions(lang="en"))[0]
+    assert cer(GOLDEN["eurotext.tif"], result.text) < 0.05
+    assert "über den faulen Hund" in result.text
+
+
+def test_reads_chinese(engine: Engine) -> None:
+    text = engine.run([page("zh_doc_certificate.jpeg")])[0].text
+    for expected in ("使用性质", "2018-06-29", "解除抵押登记"):
+        assert expected in text
+
+
+def test_a_wide_paragraph_reads_line_by_line(engine: Engine) -> None:
+    lines = engine.run([page("en_doc_paragraph.jpg")])[0].text.splitlines()
+    assert lines[-1] == "of this dataset are specified as follows."
+    assert "46K shots from 7858 movies" in lines[-2]
+
+
+def test_a_single_long_line(engine: Engine) -> None:
+    result = engine.run([page("en_line_long_text.jpg")])[0]
+    assert result.text == "采用高端宝石制作镜片，更有效保护眼睛，避免辐射"
+
+
+def test_boxes_are_in_the_original_pages_pixels(engine: Engine) -> None:
+    small = page("phototest.tif")
+    big = Page(cv2.resize(small.image, None, fx=2.0, fy=2.0, interpolation=cv2.INTER_CUBIC))
+    a, b = engine.run([small, big])
+    first_a = next(line for line in a.lines if line.text.startswith("This is a lot"))
+    first_b = next(line for line in b.lines if line.text.startswith("This is a lot"))
+    box_a, box_b = np.array(first_a.box), np.array(first_b.box)
+    assert np.abs(box_a * 2 - box_b).max() < 8
+    assert 20 < box_a[:, 0].min() < 45 and 75 < box_a[:, 1].min() < 95  # where a reader sees it
+    for line in a.lines:
+        xs, ys = np.array(line.box)[:, 0], np.array(line.box)[:, 1]
+        assert xs.min() >= 0 and ys.min() >= 0 and xs.max() < 640 and ys.max() < 480
+
+
+def test_a_page_reads_the_same_alone_and_in_a_batch(engine: Engine) -> None:
+    names = ["phototest.tif", "zh_doc_certificate.jpeg", "en_doc_paragraph.jpg"]
+    pages = [page(n) for n in names]
+    alone = [engine.run([p])[0] for p in pages]
+    together = engine.run([pages[1], pages[0], pages[2], pages[1]])
+    assert [r.text for r in together] == [
+        alone[1].text,
+        alone[0].text,
+        alone[2].text,
+        alone[1].text,
+    ]
+    assert [line.box for line in together[1].lines] == [line.box for line in alone[0].lines]
+
+
+def test_threads_sharing_one_engine_get_what_one_thread_gets(engine: Engine) -> None:
+    names = [
+        "phototest.tif",
+        "zh_doc_certificate.jpeg",
+        "en_doc_paragraph.jpg",
+        "zh_scene_poster_ch_en_num.jpg",
+    ]
+    pages = [page(n) for n in names]
+    expected = [engine.run([p])[0].text for p in pages]
+    got: dict[int, list[str]] = {}
+
+    def work(k: int) -> None:
+        order = pages[k:] + pages[:k]
+        got[k] = [engine.run([p])[0].text for p in order]
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in range(4):
+        assert got[k] == expected[k:] + expected[:k]
+
+
+def test_the_classifier_turns_an_upside_down_page(engine: Engine) -> None:
+    flipped = Page(cv2.rotate(page("phototest.tif").image, cv2.ROTATE_180))
+    with_cls = engine.run([flipped], OCROptions(use_cls=True))[0]
+    without = engine.run([flipped], OCROptions(use_cls=False))[0]
+    truth = GOLDEN["phototest.tif"].split("\n")
+    # The mobile classifier is sure of half the lines of this 1-bit scan (below 0.9 it leaves a
+    # line alone); RapidOCR with the same model turns the same four.
+    assert sum(line in with_cls.text.split("\n") for line in truth) >= 4
+    assert sum(line in without.text.split("\n") for line in truth) == 0
+
+
+def test_two_columns_read_column_by_column(engine: Engine) -> None:
+    left = page("phototest.tif").image  # 640x480
+    right = cv2.resize(page("eurotext.tif").image, (614, 480), interpolation=cv2.INTER_AREA)
+    two = Page(np.hstack([left, np.full((480, 60, 3), 255, np.uint8), right]))
+    text = engine.run([two])[0].text
+    assert text.index("of file format.") < text.index("brown dog jumped over the lazy fox.")
+    assert text.index("brown dog jumped over the lazy fox.") < text.index("The (quick) [brown]")
+
+
+def test_blank_and_empty_input(engine: Engine) -> None:
+    assert engine.run([]) == []
+    blank = engine.run([Page(np.full((300, 400, 3), 255, np.uint8))])[0]
+    assert blank.lines == () and blank.text == ""
+
+
+def test_grey_pages_are_accepted_and_bad_arrays_refused(engine: Engine) -> None:
+    grey = cv2.cvtColor(page("en_doc_paragraph.jpg").image, cv2.COLOR_BGR2GRAY)
+    assert "MovieShots" in engine.run([Page(grey)])[0].text  # type: ignore[arg-type]
+    with pytest.raises(OptionError, match="uint8"):
+        engine.run([Page(np.zeros((10, 10, 3), np.float32))])  # type: ignore[arg-type]
+    with pytest.raises(OptionError, match="HxWx3"):
+        engine.run([Page(np.zeros((10, 10, 2), np.uint8))])
+
+
+def test_languages(engine: Engine) -> None:
+    assert {"ch", "en", "japan", "fr"} <= set(engine.langs)
+    engine.run([page("en_line_long_text.jpg")], OCROptions(lang="zh"))  # an alias of ch
+    with pytest.raises(LanguageNotInstalledError) as info:
+        engine.run([page("en_line_long_text.jpg")], OCROptions(lang="klingon"))
+    assert "klingon" in str(info.value) and "en" in info.value.installed
+
+
+def test_unknown_precision_is_an_option_error(engine: Engine) -> None:
+    with pytest.raises(OptionError, match="precision"):
+        engine.run([page("en_line_long_text.jpg")], OCROptions(precision="fp8"))  # type: ignore[arg-type]
+
+
+def test_int8_reads_nearly_what_fp32_reads(engine: Engine, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    for spec in (engine.models.det, engine.models.cls, *engine.models.recs):
+        (models / spec.file).symlink_to(engine.models.path(spec))
+    from ocrserve import ModelSet
+
+    int8 = Engine(ModelSet.locate(models), precision="int8")
+    assert sorted(p.name for p in models.glob("*.int8.onnx")) == [
+        "PP-OCRv6_det_small.int8.onnx",
+        "PP-OCRv6_rec_small.int8.onnx",
+    ]
+    pages = [page("phototest.tif"), page("zh_doc_certificate.jpeg")]
+    for a, b in zip(engine.run(pages), int8.run(pages), strict=True):
+        assert cer(a.text, b.text) < 0.03
+    # a second engine reuses the cached files instead of quantising again
+    stamp = (models / "PP-OCRv6_rec_small.int8.onnx").stat().st_mtime_ns
+    Engine(ModelSet.locate(models), precision="int8")
+    assert (models / "PP-OCRv6_rec_small.int8.onnx").stat().st_mtime_ns == stamp

@@ -14,7 +14,7 @@ that the HTTP layer maps to a status in one place::
     │       └── TooManyPagesError      too_many_pages       (pages, when truncation is refused)
     ├── OptionError                    invalid_option       .option .value .allowed
     │   └── LanguageNotInstalledError  language_not_installed  .installed
-    ├── ModelError                     model_error          (a model is unusable or the runtime failed)
+    ├── ModelError                     model_error          (unusable model, runtime failure)
     │   └── ModelNotFoundError         model_not_found      .path .searched .expected_sha256
     └── EngineError                    engine_error         (an internal invariant broke: a bug)
 """

@@ -173,8 +173,9 @@ def test_two_columns_with_staggered_rows_read_column_by_column() -> None:
     assert blocks_of(texts, boxes) == columns
 
 
-def test_three_columns_read_column_by_column() -> None:
-    texts, boxes, columns = columns_page(3, n_rows=15)
+@pytest.mark.parametrize("n_columns", [3, 4, 5])
+def test_newspaper_columns_read_column_by_column(n_columns: int) -> None:
+    texts, boxes, columns = columns_page(n_columns, n_rows=15)
     texts, boxes = shuffled(texts, boxes, seed=2)
     assert blocks_of(texts, boxes) == columns
 
@@ -197,6 +198,37 @@ def test_a_form_with_label_and_value_columns_reads_row_by_row() -> None:
     texts, boxes, rows = form()
     texts, boxes = shuffled(texts, boxes, seed=5)
     assert rows_of(texts, boxes) == rows
+
+
+def test_a_form_with_a_few_long_labels_and_values_reads_row_by_row() -> None:
+    # Three long labels and three long values, but never three in a row: no paragraph on
+    # either side, so no text columns.
+    texts: list[str] = []
+    boxes: list[Box] = []
+    rows: list[list[str]] = []
+    for r in range(12):
+        y = 100 + r * 34
+        label = "Identifying number (see page 8):" if r % 4 == 1 else f"Field {r}:"
+        value = "12 Harbour Street, Springfield 40170" if r % 4 == 2 else f"value {r}"
+        texts += [label, value]
+        boxes += [box(60, y, 10 * len(label), 20), box(420, y, 10 * len(value), 20)]
+        rows.append([label, value])
+    texts, boxes = shuffled(texts, boxes, seed=13)
+    assert rows_of(texts, boxes) == rows
+
+
+def test_a_table_above_two_columns_reads_row_by_row_then_column_by_column() -> None:
+    # The table's two columns line up with the text columns below, so the gutter runs from
+    # the table's top to the page's bottom; the table must not be read as the columns' top.
+    table = [[f"label {r}:", f"value {r}"] for r in range(4)]
+    texts: list[str] = []
+    boxes: list[Box] = []
+    for r, (label, value) in enumerate(table):
+        texts += [label, value]
+        boxes += [box(60, 80 + r * PITCH, 90, LINE_H), box(580, 80 + r * PITCH, 80, LINE_H)]
+    col_texts, col_boxes, columns = columns_page(2)
+    texts, boxes = shuffled(texts + col_texts, boxes + col_boxes, seed=14)
+    assert rows_of(texts, boxes) == [*table, *([t] for column in columns for t in column)]
 
 
 @pytest.mark.parametrize("degrees", [-4.0, -1.5, 2.0, 4.0])
@@ -247,6 +279,14 @@ def test_a_table_with_a_narrow_column_of_long_codes_reads_row_by_row() -> None:
         rows.append([description, code])
     texts, boxes = shuffled(texts, boxes, seed=12)
     assert rows_of(texts, boxes) == rows
+
+
+def test_small_lines_stacked_beside_a_tall_one_stay_apart() -> None:
+    # Both small lines have their centre inside the tall total's height, but one sits on top
+    # of the other: only the first can share the total's row.
+    texts = ["TOTAL", "incl. 6% GST", "RM 213.00"]
+    boxes = [box(40, 100, 60, 16), box(40, 120, 110, 16), box(300, 96, 140, 40)]
+    assert rows_of(*shuffled(texts, boxes)) == [["TOTAL", "RM 213.00"], ["incl. 6% GST"]]
 
 
 def test_vertical_text_is_kept_as_its_own_row() -> None:

@@ -48,7 +48,7 @@ class Settings(BaseSettings):
 
     # Detection
     det_limit_side: int = Field(default=736, ge=32)
-    det_max_side: int = Field(default=1920, ge=64)
+    det_max_side: int = Field(default=2400, ge=64)
     det_max_upscale: float = Field(default=2.0, ge=1.0)
     det_thresh: float = Field(default=0.3, gt=0.0, lt=1.0)
     det_box_thresh: float = Field(default=0.5, gt=0.0, lt=1.0)

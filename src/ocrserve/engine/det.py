@@ -28,7 +28,7 @@ class DetOptions:
     """
 
     limit_side: int = 736
-    max_side: int = 1920
+    max_side: int = 2400
     max_upscale: float = 2.0
     thresh: float = 0.3
     box_thresh: float = 0.5

@@ -25,7 +25,7 @@ from ocrserve.engine.models import ModelSet, ModelSpec, ensure_int8
 from ocrserve.engine.rec import RecOptions, TextRecognizer
 from ocrserve.engine.session import OrtSession, RuntimeOptions
 from ocrserve.errors import EngineError, LanguageNotInstalledError, OptionError
-from ocrserve.layout import reading_order
+from ocrserve.layout import join_text, reading_order
 from ocrserve.types import PRECISIONS, Box, Line, OCROptions, Page, PageResult, Precision, Timings
 
 log = logging.getLogger(__name__)
@@ -202,11 +202,8 @@ class Engine:
 
         results = []
         for n, page in enumerate(pages):
-            ordered = [
-                [lines[n][i] for i in row]
-                for block in reading_order([line.box for line in lines[n]])
-                for row in block
-            ]
+            order = reading_order([line.box for line in lines[n]])
+            ordered = [lines[n][i] for block in order for row in block for i in row]
             det_t = detected[n].elapsed
             cls_t = cls_elapsed * float(share[n])
             rec_t = recognised.elapsed * float(share[n])
@@ -215,8 +212,8 @@ class Engine:
                     index=page.index,
                     width=images[n].shape[1],
                     height=images[n].shape[0],
-                    lines=tuple(line for row in ordered for line in row),
-                    text="\n".join(" ".join(line.text for line in row) for row in ordered),
+                    lines=tuple(ordered),
+                    text=join_text([line.text for line in lines[n]], order),
                     timings=Timings(det=det_t, cls=cls_t, rec=rec_t, total=det_t + cls_t + rec_t),
                 )
             )

@@ -1,5 +1,6 @@
-"""The command line: thin wiring of settings, decoding and the engine.
+"""The command line: thin wiring of settings, decoding, the engine and the server.
 
+ocrserve serve [--host 127.0.0.1] [--port 8000]
 ocrserve ocr FILE... [--format text|json|jsonl] [--lang ch] [--precision int8] [--no-cls]
 ocrserve models [--precision int8]
 """
@@ -56,6 +57,29 @@ def _settings(**overrides: object) -> Settings:
 def _fail(e: OCRServeError) -> typer.Exit:
     typer.echo(f"error: [{e.code}] {e.message}", err=True)
     return typer.Exit(2)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Default 127.0.0.1 (OCRSERVE_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Default 8000 (OCRSERVE_PORT).")] = None,
+) -> None:
+    """Run the HTTP service (embedded defaults: no other server needed)."""
+    import uvicorn
+
+    from ocrserve.api import create_app
+    from ocrserve.logs import configure
+
+    settings = _settings(host=host, port=port)
+    configure(settings.log_level, json_lines=settings.log_json)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,  # our JSON logging, set up above
+        access_log=False,  # the app logs each request itself, with its request id
+        timeout_graceful_shutdown=30,
+    )
 
 
 @app.command()

@@ -12,11 +12,19 @@ that the HTTP layer maps to a status in one place::
     │       ├── FileTooLargeError      file_too_large       (bytes)
     │       ├── TooManyPixelsError     too_many_pixels      (pixels per page; decompression bombs)
     │       └── TooManyPagesError      too_many_pages       (pages, when truncation is refused)
+    ├── URLError                       url_error            .url (an image_url input)
+    │   ├── URLNotAllowedError         url_not_allowed      (scheme, or a private address)
+    │   └── URLFetchError              url_fetch_failed     .status (timeout, refused, non-2xx)
     ├── OptionError                    invalid_option       .option .value .allowed
     │   └── LanguageNotInstalledError  language_not_installed  .installed
     ├── ModelError                     model_error          (unusable model, runtime failure)
     │   └── ModelNotFoundError         model_not_found      .path .searched .expected_sha256
-    └── EngineError                    engine_error         (an internal invariant broke: a bug)
+    ├── EngineError                    engine_error         (an internal invariant broke: a bug)
+    └── ServiceError                   (the service, not the input)
+        ├── QueueFullError             queue_full           .retry_after
+        ├── DeadlineExceededError      deadline_exceeded    .timeout
+        ├── RateLimitedError           rate_limited         .retry_after
+        └── AuthError                  unauthorized
 """
 
 from __future__ import annotations
@@ -161,3 +169,63 @@ class EngineError(OCRServeError):
     """An internal invariant of the engine broke (a bug, never bad input)."""
 
     code = "engine_error"
+
+
+class URLError(InputError):
+    """An ``image_url`` could not be used."""
+
+    code = "url_error"
+
+    def __init__(self, message: str, *, url: str) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class URLNotAllowedError(URLError):
+    """The URL's scheme or address is refused (SSRF protection)."""
+
+    code = "url_not_allowed"
+
+
+class URLFetchError(URLError):
+    """Fetching the URL failed: timeout, connection error or a non-2xx answer."""
+
+    code = "url_fetch_failed"
+
+    def __init__(self, message: str, *, url: str, status: int | None = None) -> None:
+        super().__init__(message, url=url)
+        self.status = status
+
+
+class ServiceError(OCRServeError):
+    """The service cannot take or finish the work now; the input may be fine."""
+
+    code = "service_error"
+
+
+class QueueFullError(ServiceError):
+    code = "queue_full"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DeadlineExceededError(ServiceError):
+    code = "deadline_exceeded"
+
+    def __init__(self, message: str, *, timeout: float) -> None:
+        super().__init__(message)
+        self.timeout = timeout
+
+
+class RateLimitedError(ServiceError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class AuthError(ServiceError):
+    code = "unauthorized"

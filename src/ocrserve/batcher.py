@@ -1,0 +1,288 @@
+"""Dynamic batching: every page a process recognises goes through one :class:`Batcher`.
+
+Requests put work items (a few pages and their options) on one bounded queue. Inference lanes,
+each a thread, take a batch from the head of the queue: the oldest item plus the items behind
+it that share its options, up to ``max_batch_size`` pages, waiting at most ``max_wait`` after the
+oldest item arrived for more to come. The engine runs on the lane's thread, never on the event
+loop. :func:`take_batch` is the pure decision; :class:`Batcher` is the loop around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ocrserve.engine import Engine
+from ocrserve.errors import DeadlineExceededError, EngineError, QueueFullError
+from ocrserve.types import OCROptions, Page, PageResult
+
+log = logging.getLogger(__name__)
+
+Outcome = list[PageResult] | BaseException
+
+
+@dataclass(eq=False, kw_only=True)
+class WorkItem:
+    pages: Sequence[Page]
+    options: OCROptions
+    deadline: float  # time.monotonic() past which nobody waits for the result
+    on_done: Callable[[int, Outcome], None]  # (index of this item in its request, outcome)
+    index: int = 0
+    enqueued: float = field(default_factory=time.monotonic)
+    #: Set by the waiter when it gives up; a cancelled item is dropped, never run.
+    cancelled: bool = False
+
+
+def take_batch(
+    pending: deque[WorkItem], *, max_pages: int, max_items: int, now: float
+) -> tuple[list[WorkItem], list[WorkItem]]:
+    """Remove from ``pending`` the next batch and every expired or cancelled item.
+
+    The batch is the oldest live item plus the live items behind it with the same options,
+    while the pages fit in ``max_pages`` (the first item always fits: a longer item is run
+    alone rather than never). Items with other options keep their places.
+
+    >>> q = deque([item_a, item_b_other_lang, item_c])       # doctest: +SKIP
+    >>> take_batch(q, max_pages=8, max_items=64, now=t)      # doctest: +SKIP
+    ([item_a, item_c], [])
+    """
+    expired = [w for w in pending if w.cancelled or w.deadline <= now]
+    live = [w for w in pending if not (w.cancelled or w.deadline <= now)]
+    batch: list[WorkItem] = []
+    rest: list[WorkItem] = []
+    pages = 0
+    for w in live:
+        fits = not batch or (
+            w.options == batch[0].options
+            and pages + len(w.pages) <= max_pages
+            and len(batch) < max_items
+        )
+        if fits:
+            batch.append(w)
+            pages += len(w.pages)
+        else:
+            rest.append(w)
+    pending.clear()
+    pending.extend(rest)
+    return batch, expired
+
+
+def ready_pages(pending: deque[WorkItem]) -> int:
+    """Pages waiting that could join a batch led by the oldest item."""
+    if not pending:
+        return 0
+    head = pending[0].options
+    return sum(len(w.pages) for w in pending if w.options == head and not w.cancelled)
+
+
+class BatchMetrics(Protocol):
+    def observe_batch(self, pages: int, items: int, seconds: float) -> None: ...
+    def set_queue_depth(self, pages: int) -> None: ...
+
+
+class _NoMetrics:
+    def observe_batch(self, pages: int, items: int, seconds: float) -> None:
+        pass
+
+    def set_queue_depth(self, pages: int) -> None:
+        pass
+
+
+class Batcher:
+    """Feeds the engine from every concurrent caller.
+
+    >>> batcher = Batcher(engine, lanes=2, max_batch_size=8, max_wait=0.005)  # doctest: +SKIP
+    >>> batcher.start()                                                       # doctest: +SKIP
+    >>> results = await batcher.run(doc.pages, OCROptions(), timeout=60)      # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        lanes: int = 1,
+        max_batch_size: int = 8,
+        max_wait: float = 0.005,
+        queue_max_pages: int = 256,
+        batching: bool = True,
+        metrics: BatchMetrics | None = None,
+    ) -> None:
+        self.engine = engine
+        self.lanes = lanes
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait if batching else 0.0
+        self.max_items = 1_000_000 if batching else 1
+        self.queue_max_pages = queue_max_pages
+        self.metrics: BatchMetrics = metrics or _NoMetrics()
+        self._pending: deque[WorkItem] = deque()
+        self._queued_pages = 0
+        self._cond = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+        #: Seconds one page has recently taken, for Retry-After when the queue is full.
+        self._page_seconds = 0.5
+
+    @property
+    def queued_pages(self) -> int:
+        return self._queued_pages
+
+    def start(self) -> None:
+        for n in range(self.lanes):
+            t = threading.Thread(target=self._lane, name=f"ocrserve-lane-{n}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish what is queued, then stop the lanes."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        for t in self._threads:
+            t.join(timeout)
+        self._threads.clear()
+
+    def submit(
+        self,
+        pages: Sequence[Page],
+        options: OCROptions,
+        *,
+        deadline: float,
+        on_done: Callable[[int, Outcome], None],
+    ) -> list[WorkItem]:
+        """Queue pages in items of at most ``max_batch_size``; all of them or none."""
+        size = self.max_batch_size
+        items = [
+            WorkItem(
+                pages=pages[start : start + size],
+                options=options,
+                deadline=deadline,
+                on_done=on_done,
+                index=n,
+            )
+            for n, start in enumerate(range(0, len(pages), size))
+        ]
+        with self._cond:
+            if self._stopping:
+                raise QueueFullError("the server is shutting down", retry_after=5.0)
+            # A request larger than the whole queue still runs when the queue is empty.
+            if self._queued_pages and self._queued_pages + len(pages) > self.queue_max_pages:
+                wait = self._queued_pages * self._page_seconds / max(self.lanes, 1)
+                raise QueueFullError(
+                    f"the inference queue is full ({self._queued_pages} pages waiting, "
+                    f"limit {self.queue_max_pages})",
+                    retry_after=max(1.0, math.ceil(wait)),
+                )
+            self._pending.extend(items)
+            self._queued_pages += len(pages)
+            self.metrics.set_queue_depth(self._queued_pages)
+            self._cond.notify_all()
+        return items
+
+    async def run(
+        self, pages: Sequence[Page], options: OCROptions, *, timeout: float
+    ) -> list[PageResult]:
+        """Recognise ``pages`` through the queue; :class:`DeadlineExceededError` past timeout."""
+        if not pages:
+            return []
+        loop = asyncio.get_running_loop()
+        n_items = -(-len(pages) // self.max_batch_size)
+        futures: list[asyncio.Future[list[PageResult]]] = [
+            loop.create_future() for _ in range(n_items)
+        ]
+
+        def settle(index: int, outcome: Outcome) -> None:
+            fut = futures[index]
+            if fut.done():
+                return
+            if isinstance(outcome, BaseException):
+                fut.set_exception(outcome)
+            else:
+                fut.set_result(outcome)
+
+        def on_done(index: int, outcome: Outcome) -> None:  # called on a lane's thread
+            if not loop.is_closed():  # a closed loop: nobody is left to tell
+                loop.call_soon_threadsafe(settle, index, outcome)
+
+        deadline = time.monotonic() + timeout
+        items = self.submit(pages, options, deadline=deadline, on_done=on_done)
+        try:
+            chunks = await asyncio.wait_for(asyncio.gather(*futures), timeout)
+        except TimeoutError:
+            with self._cond:
+                for item in items:
+                    item.cancelled = True
+            raise DeadlineExceededError(
+                f"the request did not finish within {timeout:g} s", timeout=timeout
+            ) from None
+        except BaseException:
+            with self._cond:
+                for item in items:
+                    item.cancelled = True
+            raise
+        return [page for chunk in chunks for page in chunk]
+
+    def _lane(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._stopping:
+                    self._cond.wait()
+                if not self._pending:
+                    return  # stopping, and nothing left
+                wait_until = self._pending[0].enqueued + self.max_wait
+                while (
+                    self.max_items > 1
+                    and not self._stopping
+                    and ready_pages(self._pending) < self.max_batch_size
+                    and (left := wait_until - time.monotonic()) > 0
+                ):
+                    self._cond.wait(left)
+                    if not self._pending:
+                        break
+                batch, expired = take_batch(
+                    self._pending,
+                    max_pages=self.max_batch_size,
+                    max_items=self.max_items,
+                    now=time.monotonic(),
+                )
+                self._queued_pages -= sum(len(w.pages) for w in batch + expired)
+                self.metrics.set_queue_depth(self._queued_pages)
+            for w in expired:
+                if not w.cancelled:
+                    _tell(w, DeadlineExceededError("deadline passed", timeout=0.0))
+            if batch:
+                self._run(batch)
+
+    def _run(self, batch: list[WorkItem]) -> None:
+        pages = [p for w in batch for p in w.pages]
+        t0 = time.perf_counter()
+        try:
+            results = self.engine.run(pages, batch[0].options)
+            if len(results) != len(pages):
+                raise EngineError(f"engine returned {len(results)} results for {len(pages)} pages")
+        except BaseException as e:  # every waiter hears of it; the lane lives on
+            log.exception("batch of %d pages failed", len(pages))
+            for w in batch:
+                _tell(w, e)
+            return
+        elapsed = time.perf_counter() - t0
+        self._page_seconds = 0.8 * self._page_seconds + 0.2 * elapsed / len(pages)
+        self.metrics.observe_batch(len(pages), len(batch), elapsed)
+        start = 0
+        for w in batch:
+            _tell(w, results[start : start + len(w.pages)])
+            start += len(w.pages)
+
+
+def _tell(item: WorkItem, outcome: Outcome) -> None:
+    """Hand an outcome to its waiter; a waiter's failure must never kill the lane."""
+    try:
+        item.on_done(item.index, outcome)
+    except Exception:
+        log.exception("could not deliver a result")

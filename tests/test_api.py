@@ -1,0 +1,413 @@
+"""The HTTP API in-process, through httpx.ASGITransport, with the app's real lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import http.server
+import io
+import threading
+import zlib
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from asgi_lifespan import LifespanManager
+from PIL import Image
+
+from ocrserve import Engine, Settings
+from ocrserve.api import create_app
+
+from .conftest import FIXTURES
+
+pytestmark = pytest.mark.anyio
+
+PHOTOTEST = (FIXTURES / "phototest.tif").read_bytes()
+PARAGRAPH = (FIXTURES / "en_doc_paragraph.jpg").read_bytes()
+LONG_LINE = (FIXTURES / "en_line_long_text.jpg").read_bytes()
+PDF = (FIXTURES / "irs_f1040nr.pdf").read_bytes()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def settings(**overrides: Any) -> Settings:
+    base: dict[str, Any] = {"lanes": 2, "cache_max_entries": 64, "log_json": False}
+    return Settings(**(base | overrides))
+
+
+async def client_for(s: Settings, engine: Engine) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(s, engine=engine)
+    # Shutdown lets a lane finish the page it is on: allow for a slow, busy machine.
+    async with LifespanManager(app, startup_timeout=120, shutdown_timeout=120) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ocr.test") as client:
+            yield client
+
+
+@pytest.fixture
+async def client(engine: Engine) -> AsyncIterator[httpx.AsyncClient]:
+    async for c in client_for(settings(), engine):
+        yield c
+
+
+def png_of(path: Path) -> bytes:
+    out = io.BytesIO()
+    Image.open(path).convert("RGB").save(out, "PNG")
+    return out.getvalue()
+
+
+def assert_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    body: dict[str, Any] = r.json()
+    assert set(body) == {"error"} and body["error"]["code"] == code, body
+    assert body["error"]["message"]
+    return body["error"]
+
+
+# --- /ocr ------------------------------------------------------------------------------------
+
+
+async def test_ocr_returns_text_pages_lines_and_boxes(client: httpx.AsyncClient) -> None:
+    r = await client.post("/ocr", files={"image": ("paragraph.jpg", PARAGRAPH, "image/jpeg")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) == {
+        "text", "avg_confidence", "pages", "page_count", "pages_total", "truncated", "model",
+        "timings",
+    }  # fmt: skip
+    assert body["text"].endswith("of this dataset are specified as follows.")
+    assert body["page_count"] == body["pages_total"] == 1 and body["truncated"] is False
+    page = body["pages"][0]
+    assert (page["page"], page["width"], page["height"]) == (1, 709, 132)
+    assert all(len(line["box"]) == 4 and 0.5 <= line["confidence"] <= 1 for line in page["lines"])
+    assert 0.5 < body["avg_confidence"] <= 1
+    assert "PP-OCRv6_rec_small" in body["model"]
+
+
+async def test_the_result_cache_answers_the_same_bytes_and_options(
+    client: httpx.AsyncClient,
+) -> None:
+    first = await client.post("/ocr", files={"image": ("a.jpg", LONG_LINE)})
+    again = await client.post("/ocr", files={"image": ("b.jpg", LONG_LINE)})
+    other = await client.post("/ocr", files={"image": ("a.jpg", LONG_LINE)}, data={"cls": "false"})
+    assert (first.headers["x-cache"], again.headers["x-cache"]) == ("miss", "hit")
+    assert other.headers["x-cache"] == "miss"  # other options, other entry
+    assert (
+        again.json()["text"]
+        == first.json()["text"]
+        == "采用高端宝石制作镜片，更有效保护眼睛，避免辐射"
+    )
+
+
+async def test_the_file_field_json_base64_and_v1_paths(client: httpx.AsyncClient) -> None:
+    a = await client.post("/v1/ocr", files={"file": ("x.jpg", LONG_LINE)})
+    b = await client.post("/ocr", json={"image_base64": base64.b64encode(LONG_LINE).decode()})
+    assert a.status_code == b.status_code == 200
+    assert a.json()["text"] == b.json()["text"]
+    bad = await client.post("/ocr", json={"image_base64": "@@not base64@@"})
+    assert_error(bad, 422, "invalid_input")
+    empty = await client.post("/ocr", json={"lang": "en"})
+    assert "image_base64 or image_url" in assert_error(empty, 422, "invalid_input")["message"]
+
+
+async def test_request_ids_are_echoed_or_made(client: httpx.AsyncClient) -> None:
+    r = await client.get("/health", headers={"X-Request-ID": "abc-123"})
+    assert r.headers["x-request-id"] == "abc-123"
+    made = (await client.get("/health")).headers["x-request-id"]
+    assert len(made) == 32
+
+
+# --- guard rails -----------------------------------------------------------------------------
+
+
+async def test_bad_input_is_a_4xx_with_a_code_never_a_500(client: httpx.AsyncClient) -> None:
+    r = await client.post("/ocr", files={"image": ("notes.txt", b"just some text\n")})
+    assert_error(r, 415, "unsupported_format")
+    r = await client.post(
+        "/ocr", files={"image": ("x.png", PARAGRAPH[:0] + b"\x89PNG\r\n\x1a\n" + b"x" * 50)}
+    )
+    assert_error(r, 422, "corrupt_file")
+    r = await client.post("/ocr", files={"image": ("cut.jpg", PARAGRAPH[: len(PARAGRAPH) // 2])})
+    assert_error(r, 422, "corrupt_file")
+    r = await client.post("/ocr", files={"nothing": ("x.jpg", LONG_LINE)})
+    assert "'image'" in assert_error(r, 422, "invalid_input")["message"]
+    r = await client.post("/ocr", content=b"raw", headers={"content-type": "image/jpeg"})
+    assert_error(r, 422, "invalid_input")
+    r = await client.get("/nowhere")
+    assert_error(r, 404, "not_found")
+
+
+async def test_bad_options_are_422(client: httpx.AsyncClient) -> None:
+    f = {"image": ("x.jpg", LONG_LINE)}
+    err = assert_error(
+        await client.post("/ocr", files=f, data={"lang": "klingon"}), 422, "language_not_installed"
+    )
+    assert "chinese_cht" in err["message"] and err["option"] == "lang"
+    assert_error(
+        await client.post("/ocr", files=f, data={"precision": "fp8"}), 422, "invalid_option"
+    )
+    assert_error(await client.post("/ocr", files=f, data={"cls": "maybe"}), 422, "invalid_option")
+    assert_error(await client.post("/ocr", files=f, data={"max_pages": "0"}), 422, "invalid_option")
+    assert_error(await client.post("/ocr?max_pages=x", files=f), 422, "invalid_option")
+    ok = await client.post("/ocr?lang=en&cls=false", files=f)
+    assert ok.status_code == 200
+
+
+async def test_limits(engine: Engine) -> None:
+    s = settings(max_file_bytes=200_000, max_pixels=2_000_000, max_request_bytes=400_000)
+    async for client in client_for(s, engine):
+        r = await client.post("/ocr", files={"image": ("p.tif", PHOTOTEST + b"\0" * 200_000)})
+        err = assert_error(r, 413, "file_too_large")
+        assert err["limit"] == 200_000 and err["value"] > 200_000
+        r = await client.post("/ocr", files={"image": ("big.bin", b"\0" * 500_000)})
+        assert_error(r, 413, "file_too_large")  # refused on Content-Length, before parsing
+        bomb = bomb_png(12_000, 12_000)
+        err = assert_error(
+            await client.post("/ocr", files={"image": ("b.png", bomb)}), 413, "too_many_pixels"
+        )
+        assert err["value"] == 144_000_000
+        r = await client.post("/ocr", files={"image": ("f.pdf", PDF)}, data={"max_pages": "2"})
+        assert_error(r, 413, "file_too_large")  # the 655 kB PDF is over 200 kB
+
+
+async def test_a_long_pdf_is_read_up_to_the_page_limit_and_says_so(engine: Engine) -> None:
+    async for client in client_for(settings(max_pages=2), engine):
+        r = await client.post("/ocr", files={"image": ("f1040nr.pdf", PDF)})
+        body = r.json()
+        assert (body["page_count"], body["pages_total"], body["truncated"]) == (2, 5, True)
+        assert "Nonresident Alien Income Tax Return" in body["pages"][0]["text"]
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A real PNG of width x height grey pixels that compresses to a few kilobytes."""
+    import struct
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    raw = zlib.compress(b"\0" * ((width + 1) * height), 9)
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
+
+
+async def test_api_keys_when_configured(engine: Engine) -> None:
+    async for client in client_for(settings(api_keys=("k1", "k2")), engine):
+        f = {"image": ("x.jpg", LONG_LINE)}
+        r = await client.post("/ocr", files=f)
+        assert_error(r, 401, "unauthorized")
+        assert r.headers["www-authenticate"] == "Bearer"
+        assert_error(
+            await client.post("/ocr", files=f, headers={"X-API-Key": "nope"}), 401, "unauthorized"
+        )
+        assert (
+            await client.post("/ocr", files=f, headers={"Authorization": "Bearer k2"})
+        ).status_code == 200
+        assert (await client.post("/ocr", files=f, headers={"X-API-Key": "k1"})).status_code == 200
+        assert (await client.get("/health")).status_code == 200  # probes need no key
+
+
+async def test_rate_limit_per_key(engine: Engine) -> None:
+    s = settings(api_keys=("a", "b"), rate_limit_rps=0.5, rate_limit_burst=2)
+    async for client in client_for(s, engine):
+        f = {"image": ("x.jpg", LONG_LINE)}
+        codes = [
+            (await client.post("/ocr", files=f, headers={"X-API-Key": "a"})).status_code
+            for _ in range(2)
+        ]
+        assert codes == [200, 200]
+        r = await client.post("/ocr", files=f, headers={"X-API-Key": "a"})
+        assert_error(r, 429, "rate_limited")
+        assert 1 <= int(r.headers["retry-after"]) <= 2
+        other = await client.post("/ocr", files=f, headers={"X-API-Key": "b"})
+        assert other.status_code == 200  # each key has its own bucket
+        metrics = (await client.get("/metrics")).text
+        assert 'ocrserve_rejections_total{reason="rate_limited"} 1.0' in metrics
+
+
+async def test_a_full_queue_is_503_with_retry_after(engine: Engine) -> None:
+    s = settings(lanes=1, max_batch_size=1, queue_max_pages=2, cache_max_entries=0)
+    async for client in client_for(s, engine):
+        first = asyncio.create_task(client.post("/ocr", files={"image": ("f.pdf", PDF)}))
+        r = None
+        for _ in range(200):  # until the PDF's pages are queued behind the busy lane
+            await asyncio.sleep(0.02)
+            r = await client.post("/ocr", files={"image": ("x.jpg", LONG_LINE)})
+            if r.status_code == 503:
+                break
+        assert r is not None
+        assert_error(r, 503, "queue_full")
+        assert int(r.headers["retry-after"]) >= 1
+        assert (await first).status_code == 200  # what was accepted still finishes
+
+
+async def test_past_the_deadline_504(engine: Engine) -> None:
+    s = settings(lanes=1, max_batch_size=1, request_timeout_s=0.05, cache_max_entries=0)
+    async for client in client_for(s, engine):
+        r = await client.post("/ocr", files={"image": ("f.pdf", PDF)})
+        assert_error(r, 504, "deadline_exceeded")
+        metrics = (await client.get("/metrics")).text
+        assert 'ocrserve_rejections_total{reason="deadline"} 1.0' in metrics
+
+
+# --- image_url -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def file_server() -> Iterator[str]:
+    """A plain HTTP server on loopback serving the fixtures folder."""
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(FIXTURES), **kwargs)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+async def test_image_url_refuses_private_addresses_by_default(
+    client: httpx.AsyncClient, file_server: str
+) -> None:
+    for url in (f"{file_server}/en_line_long_text.jpg", "http://169.254.169.254/latest/meta-data",
+                "http://10.0.0.1/x.png", "http://[::1]/x.png", "file:///etc/passwd"):  # fmt: skip
+        r = await client.post("/ocr", json={"image_url": url})
+        assert_error(r, 422, "url_not_allowed")
+
+
+async def test_image_url_when_private_addresses_are_allowed(
+    engine: Engine, file_server: str
+) -> None:
+    async for client in client_for(
+        settings(allow_private_urls=True, max_file_bytes=100_000), engine
+    ):
+        r = await client.post("/ocr", json={"image_url": f"{file_server}/en_line_long_text.jpg"})
+        assert r.status_code == 200 and r.json()["text"].startswith("采用高端宝石")
+        r = await client.post("/ocr", json={"image_url": f"{file_server}/missing.jpg"})
+        assert_error(r, 422, "url_fetch_failed")
+        r = await client.post("/ocr", json={"image_url": f"{file_server}/irs_f1040nr.pdf"})
+        assert_error(r, 413, "file_too_large")
+
+
+# --- /ocr/batch ------------------------------------------------------------------------------
+
+
+async def test_batch_of_mixed_files_in_input_order_one_bad_file_fails_alone(
+    client: httpx.AsyncClient,
+) -> None:
+    files = [
+        ("images", ("paragraph.jpg", PARAGRAPH, "image/jpeg")),
+        ("images", ("broken.png", b"\x89PNG\r\n\x1a\nnot really", "image/png")),
+        ("images", ("phototest.png", png_of(FIXTURES / "phototest.tif"), "image/png")),
+        ("images", ("form.pdf", PDF, "application/pdf")),
+        ("images", ("phototest.tif", PHOTOTEST, "image/tiff")),
+    ]
+    r = await client.post("/ocr/batch", files=files, data={"max_pages": "2"}, timeout=120)
+    assert r.status_code == 200, r.text
+    items = r.json()
+    assert [i["filename"] for i in items] == [f[1][0] for f in files]
+    assert items[0]["text"].endswith("specified as follows.")
+    assert items[1]["error"]["code"] == "corrupt_file" and "text" not in items[1]
+    assert "quick brown dog" in items[2]["text"]
+    assert (items[3]["page_count"], items[3]["pages_total"], items[3]["truncated"]) == (2, 5, True)
+    assert [p["page"] for p in items[3]["pages"]] == [1, 2]
+    assert items[4]["text"] == items[2]["text"]
+
+
+async def test_batch_needs_files(client: httpx.AsyncClient) -> None:
+    r = await client.post("/ocr/batch", data={"lang": "en"}, files={"other": ("x", b"x")})
+    assert_error(r, 422, "invalid_input")
+    r = await client.post("/ocr/batch", json={"images": []})
+    assert_error(r, 422, "invalid_input")
+
+
+# --- concurrency, probes, metrics ------------------------------------------------------------
+
+
+async def test_twenty_concurrent_requests_each_get_their_own_result(
+    engine: Engine,
+) -> None:
+    names = [
+        "phototest.tif",
+        "en_doc_paragraph.jpg",
+        "en_line_long_text.jpg",
+        "zh_doc_certificate.jpeg",
+        "zh_scene_poster_ch_en_num.jpg",
+    ]
+    blobs = [(FIXTURES / n).read_bytes() for n in names]
+    expected = {n: engine.run(list(_pages(b)))[0].text for n, b in zip(names, blobs, strict=True)}
+    async for client in client_for(settings(cache_max_entries=0, max_wait_ms=50), engine):
+        order = [names[i % len(names)] for i in range(20)]
+        rs = await asyncio.gather(
+            *(
+                client.post("/ocr", files={"image": (n, blobs[names.index(n)])}, timeout=120)
+                for n in order
+            )
+        )
+        assert [r.json()["text"] for r in rs] == [expected[n] for n in order]
+        metrics = (await client.get("/metrics")).text
+        assert "ocrserve_pages_total 20.0" in metrics
+        # some engine calls carried pages of several requests
+        assert 'ocrserve_batch_pages_bucket{le="1.0"} 20.0' not in metrics
+
+
+def _pages(data: bytes) -> Iterator[Any]:
+    from ocrserve import decode_bytes
+
+    yield from decode_bytes(data).pages
+
+
+async def test_health_ready_and_metrics(client: httpx.AsyncClient) -> None:
+    health = (await client.get("/health")).json()
+    assert health["status"] == "ok" and "PP-OCRv6" in health["model"]
+    assert health["providers"] == ["CPUExecutionProvider"]
+    ready = await client.get("/v1/ready")
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    await client.post("/ocr", files={"image": ("x.jpg", LONG_LINE)})
+    metrics = await client.get("/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+    for name in (
+        "ocrserve_requests_total", "ocrserve_request_seconds_bucket", "ocrserve_pages_total",
+        "ocrserve_batch_pages_bucket", "ocrserve_queue_pages", "ocrserve_inference_seconds",
+        "ocrserve_cache_total",
+    ):  # fmt: skip
+        assert name in metrics.text
+    assert 'ocrserve_requests_total{route="/ocr",status="200"}' in metrics.text
+
+
+async def test_openapi_docs(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    assert {"/ocr", "/ocr/batch", "/health", "/ready", "/v1/ocr"} <= set(spec["paths"])
+    assert (await client.get("/docs")).status_code == 200
+
+
+# --- Redis cache -----------------------------------------------------------------------------
+
+REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+async def test_the_redis_cache_is_shared_by_server_processes(engine: Engine) -> None:
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    s = settings(redis_url=REDIS_URL)
+    async for first in client_for(s, engine):
+        a = await first.post("/ocr", files={"image": ("x.jpg", LONG_LINE)})
+        assert a.headers["x-cache"] == "miss"
+        assert (await first.get("/ready")).json()["checks"] == {"engine": True, "redis": True}
+    async for second in client_for(s, engine):  # another app instance: a second process's view
+        b = await second.post("/ocr", files={"image": ("y.jpg", LONG_LINE)})
+        assert b.headers["x-cache"] == "hit" and b.json() == a.json()
+    keys = redis.Redis.from_url(REDIS_URL).keys("ocrserve:result:*")
+    assert len(keys) == 1 and redis.Redis.from_url(REDIS_URL).ttl(keys[0]) > 0

@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 SAMPLE  ?= tests/fixtures/en_doc_paragraph.jpg
 
-.PHONY: install system-deps run test lint bench
+.PHONY: install system-deps run sample test lint bench bench-load
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,6 +22,9 @@ system-deps:
 		apt-get install -y -qq tesseract-ocr tesseract-ocr-eng tesseract-ocr-chi-sim)
 
 run: $(STAMP)
+	$(BIN)/ocrserve serve
+
+sample: $(STAMP)
 	$(BIN)/ocrserve ocr $(SAMPLE)
 
 lint: $(STAMP)
@@ -34,3 +37,6 @@ test: $(STAMP) lint
 
 bench: $(STAMP) system-deps
 	$(BIN)/python bench/engine.py --write-results
+
+bench-load: $(STAMP)
+	$(BIN)/python bench/load.py --write-results

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
+import psutil  # type: ignore[import-untyped]  # no stubs in the dev extras
 
 # bench/ is not a package: running this file puts bench/ first on sys.path, so the engine
 # benchmark's helpers import as a top-level module and both reports share one machine line.
@@ -507,11 +507,13 @@ def render(
         f"Machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), "
         f"{m['ram_gib']} GiB RAM · Python {m['python']} · onnxruntime {m['onnxruntime']} · "
         f"ocrserve {m['ocrserve']} · uvicorn {m['uvicorn']} · httpx {m['httpx']} · "
-        f"{m['date']} · load avg {m['loadavg_start']:.1f} at start, {m['loadavg_end']:.1f} at end",
+        f"{m['date']} · load avg {m['loadavg_start']:.1f} at start, {m['loadavg_end']:.1f} at end"
+        f" · other processes {m['other_cpu_pct']:.0f}% of the CPU during the run",
         "",
         run_line,
         "",
     ]
+    top = max(args.levels)
     ref_kind = max(
         (k for k in engines if "images_per_s" in engines[k]),
         key=lambda k: engines[k]["images_per_s"],
@@ -529,13 +531,12 @@ def render(
         value = f"{res['images_per_s']:.2f} images/s" if "images_per_s" in res else "FAILED"
         parts.append(f"{label} {value}")
     lines.append(
-        f"Engine alone (same {args.requests} images, decoding included): "
+        f"Engine alone (same {max(args.requests, top)} images, decoding included): "
         + "; ".join(parts)
         + (f" → reference {ref:.2f} images/s ({ref_kind})." if ref else ".")
     )
     lines.append("")
 
-    top = max(args.levels)
     verdicts: dict[str, Any] = {"reference_images_per_s": ref, "reference": ref_kind}
     by_level: dict[str, dict[int, dict[str, Any]]] = {}
     for config, res in servers.items():
@@ -627,6 +628,7 @@ def render(
 
 def build_notes(
     args: argparse.Namespace,
+    machine: dict[str, Any],
     engines: dict[str, dict[str, Any]],
     servers: dict[str, dict[str, Any]],
     over: dict[str, Any],
@@ -645,6 +647,14 @@ def build_notes(
     overrides = sorted(k for k in os.environ if k.startswith("OCRSERVE_"))
     if overrides:
         notes.append(f"Environment overrides inherited: {', '.join(overrides)}.")
+    # Another process busy on a 2-core machine takes from the engine and the server, and not
+    # by the same amount: say so rather than let the ratios mislead.
+    other = machine["other_cpu_pct"]
+    if other >= 10:
+        notes.append(
+            f"WARNING: other processes used {other:.0f}% of the machine's CPU during this run "
+            f"({machine['other_cpu_s']:.0f} core-seconds): results are disturbed."
+        )
     if over and over["config"] != "off":
         notes.append("The batching-off server was not run: HTTP overhead measured on 'on'.")
     if args.requests < 60:
@@ -658,10 +668,25 @@ def build_notes(
     for config, res in servers.items():
         ready = res.get("ready_s")
         stop = res["stop"]
-        notes.append(
-            f"{config}: spawn to /ready {fmt(ready, '.1f')} s; stopped with exit code "
-            f"{stop['returncode']}" + (" after SIGKILL" if stop.get("killed") else "") + "."
+        # uvicorn re-raises the SIGTERM it caught once its graceful shutdown is done, so a
+        # clean stop reads as -15, not 0.
+        how = (
+            "after SIGKILL"
+            if stop.get("killed")
+            else "SIGTERM re-raised by uvicorn after a graceful shutdown"
+            if stop["returncode"] == -signal.SIGTERM
+            else "unexpected"
         )
+        notes.append(
+            f"{config}: spawn to /ready {fmt(ready, '.1f')} s; stopped in "
+            f"{fmt(stop.get('stop_s'), '.1f')} s, exit code {stop['returncode']} ({how})."
+        )
+        solo = next((lv for lv in res["levels"] if lv["concurrency"] == 1), None)
+        if solo and "p99_over_p50" in solo:
+            notes.append(
+                f"{config}: p99/p50 is {solo['p99_over_p50']:.2f} at 1 client, with no queueing:"
+                " that much is the spread of the image mix itself."
+            )
         hits = sum(lv["cache_hits"] for lv in res["levels"])
         if hits:
             notes.append(f"{config}: {hits} responses came from the result cache (X-Cache: hit).")
@@ -746,6 +771,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def cpu_split() -> tuple[float, float]:
+    """(seconds the whole machine was busy, seconds this process and its waited children ran).
+
+    Their difference over a run is what other processes took from it.
+    """
+    t = psutil.cpu_times()
+    busy = sum(getattr(t, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq"))
+    own = os.times()
+    return float(busy), own.user + own.system + own.children_user + own.children_system
+
+
 def pkg(name: str) -> str:
     try:
         return version(name)
@@ -763,13 +799,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     images = [Image(p.name, p.read_bytes(), MIME[p.suffix.lower()]) for p in paths]
     small_path = speed_dir / SMALL_IMAGE
     small = Image(SMALL_IMAGE, small_path.read_bytes(), MIME[small_path.suffix.lower()])
-    # The engine workers see the exact sequence a level of --requests requests sends.
-    sequence = [paths[i % len(paths)] for i in range(args.requests)]
+    # The engine workers see the exact sequence the top level sends, the one the target is on.
+    top_n = max(args.requests, max(args.levels))
+    sequence = [paths[i % len(paths)] for i in range(top_n)]
 
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     run = OUT_DIR / f"load-{stamp}"
     run.mkdir(parents=True, exist_ok=True)
     machine = machine_info()
+    busy0, own0, t_run = *cpu_split(), time.perf_counter()
     machine.update(ocrserve=pkg("ocrserve"), uvicorn=pkg("uvicorn"), httpx=pkg("httpx"))
 
     # Engine alone first, with no server alive: neither may steal the other's cores.
@@ -793,6 +831,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             small if config == overhead_on else None,
         )
     machine["loadavg_end"] = os.getloadavg()[0]
+    busy1, own1 = cpu_split()
+    machine["other_cpu_s"] = max(0.0, (busy1 - busy0) - (own1 - own0))
+    capacity = (machine["usable_cores"] or 1) * (time.perf_counter() - t_run)
+    machine["other_cpu_pct"] = 100 * machine["other_cpu_s"] / capacity
 
     over = overhead(servers[overhead_on], engines)
     run_line = (
@@ -801,7 +843,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{', '.join(map(str, args.levels))} clients; one fresh server per configuration, "
         f"{WARMUP_REQUESTS} warm-up requests each; raw data `{run.relative_to(ROOT)}.json`."
     )
-    notes = build_notes(args, engines, servers, over)
+    notes = build_notes(args, machine, engines, servers, over)
     report, verdicts = render(args, machine, engines, servers, over, run_line, notes)
     # Files first: a closed stdout (``| head``) must not lose a long run's results.
     raw = {

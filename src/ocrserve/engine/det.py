@@ -16,6 +16,9 @@ from ocrserve.engine.session import OrtSession
 U8 = npt.NDArray[np.uint8]
 F32 = npt.NDArray[np.float32]
 
+#: Pixels of context each tile has beyond its core (a multiple of 32, the model's stride).
+_OVERLAP = 96
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DetOptions:
@@ -38,7 +41,8 @@ class DetOptions:
     #: before detection: DB needs background above and below a line to find its edges.
     max_aspect: float = 8.0
     min_height: int = 30
-    batch_size: int = 1
+    #: Inputs larger than this run as overlapping tiles (bounds memory; see _probabilities).
+    tile_pixels: int = 1536 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,22 +76,40 @@ class TextDetector:
         self._dilate = np.ones((2, 2), dtype=np.uint8)
 
     def __call__(self, images: list[U8]) -> list[DetResult]:
-        results: list[DetResult | None] = [None] * len(images)
-        prepared = [self._prepare(img) for img in images]
-        # Pages rendered from one PDF share a size: those go through the model together.
-        by_shape: dict[tuple[int, ...], list[int]] = {}
-        for i, p in enumerate(prepared):
-            by_shape.setdefault(p.tensor.shape, []).append(i)
-        for indices in by_shape.values():
-            for start in range(0, len(indices), self.options.batch_size):
-                chunk = indices[start : start + self.options.batch_size]
-                t0 = time.perf_counter()
-                maps = self.session.run(np.stack([prepared[i].tensor for i in chunk]))
-                for i, prob in zip(chunk, maps[:, 0], strict=True):
-                    boxes, scores = self._boxes(prob, prepared[i])
-                    elapsed = (time.perf_counter() - t0) / len(chunk)
-                    results[i] = DetResult(boxes, scores, elapsed)
-        return [r for r in results if r is not None]
+        # One page at a time: batching pages buys nothing measurable on CPU, and one large
+        # page's activations already cost hundreds of MB.
+        results = []
+        for img in images:
+            t0 = time.perf_counter()
+            prep = self._prepare(img)
+            boxes, scores = self._boxes(self._probabilities(prep.tensor), prep)
+            results.append(DetResult(boxes, scores, time.perf_counter() - t0))
+        return results
+
+    def _probabilities(self, tensor: F32) -> F32:
+        """The text probability map of a (3, H, W) input, by tiles when the input is large.
+
+        The model's activations grow with the input: about 190 MB per megapixel here, so a
+        2400 px page would take ~800 MB at once. Large inputs run as overlapping tiles of at
+        most ``tile_pixels``; each tile contributes only its core, away from the edges where
+        the convolutions see padding. The map is close to the whole-image one, not equal (the
+        model's context is wider than the overlap): on receipts and the IRS form 5-10% of lines
+        read slightly differently, with page CER and word F1 unchanged within 0.2 points.
+        """
+        _, h, w = tensor.shape
+        if h * w <= self.options.tile_pixels:
+            whole: F32 = self.session.run(tensor[None])[0, 0]
+            return whole
+        core_w, core_h = _tile_grid(w, h, self.options.tile_pixels)
+        out = np.empty((h, w), dtype=np.float32)
+        for y0 in range(0, h, core_h):
+            for x0 in range(0, w, core_w):
+                ty0, tx0 = max(0, y0 - _OVERLAP), max(0, x0 - _OVERLAP)
+                ty1, tx1 = min(h, y0 + core_h + _OVERLAP), min(w, x0 + core_w + _OVERLAP)
+                tile = self.session.run(np.ascontiguousarray(tensor[None, :, ty0:ty1, tx0:tx1]))
+                y1, x1 = min(h, y0 + core_h), min(w, x0 + core_w)
+                out[y0:y1, x0:x1] = tile[0, 0, y0 - ty0 : y1 - ty0, x0 - tx0 : x1 - tx0]
+        return out
 
     def _prepare(self, img: U8) -> _Prepared:
         o = self.options
@@ -147,6 +169,24 @@ class TextDetector:
         if not boxes:
             return np.zeros((0, 4, 2), dtype=np.float32), ()
         return np.stack(boxes).astype(np.float32), tuple(scores)
+
+
+def _tile_grid(w: int, h: int, budget: int) -> tuple[int, int]:
+    """Core width and height of the tiling of a w x h input with the least total tile area."""
+    best: tuple[int, int, int] | None = None
+    for nx in range(1, 9):
+        for ny in range(1, 9):
+            cw = -(-math.ceil(w / nx) // 32) * 32
+            ch = -(-math.ceil(h / ny) // 32) * 32
+            tw, th = min(w, cw + 2 * _OVERLAP), min(h, ch + 2 * _OVERLAP)
+            if tw * th > budget:
+                continue
+            total = math.ceil(w / cw) * math.ceil(h / ch) * tw * th
+            if best is None or total < best[0]:
+                best = (total, cw, ch)
+    if best is None:  # a budget below one overlap's worth: fall back to small square tiles
+        return 256, 256
+    return best[1], best[2]
 
 
 def _min_box(contour: npt.NDArray[np.int32]) -> tuple[F32, float]:

@@ -19,6 +19,7 @@ import typer
 from tqdm import tqdm
 
 from ocrserve import __version__
+from ocrserve.client.cli import client_app
 from ocrserve.config import Settings
 from ocrserve.decode import DecodeLimits, decode_path
 from ocrserve.engine import Engine
@@ -26,6 +27,7 @@ from ocrserve.errors import OCRServeError
 from ocrserve.types import Document, PageResult
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="ocrserve: self-hosted OCR.")
+app.add_typer(client_app, name="client", help="Call an ocrserve server through the SDK.")
 log = logging.getLogger("ocrserve")
 
 

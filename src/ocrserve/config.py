@@ -93,6 +93,42 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = True
 
+    # Async tasks and callbacks
+    database_url: str | None = Field(
+        default=None, description="Task store; default SQLite under data_dir. postgresql://..."
+    )
+    broker_url: str | None = Field(
+        default=None, description="amqp://... or redis://...: run tasks on Celery workers."
+    )
+    webhook_secret: str | None = Field(
+        default=None, description="whsec_...; default: made once and kept in data_dir."
+    )
+    callback_retry_delays: tuple[float, ...] = (1.0, 5.0, 15.0)
+    callback_timeout_s: float = Field(default=10.0, gt=0.0)
+    task_retention_s: float = Field(default=24 * 3600, gt=0.0)
+    task_workers: int = Field(default=2, ge=1, description="Embedded task workers.")
+    task_lease_s: float = Field(default=30.0, gt=0.0)
+
+    def task_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{self.data_dir / 'tasks.db'}"
+
+    def resolved_webhook_secret(self) -> str:
+        """The configured secret, or one made on first use and kept in the data folder."""
+        if self.webhook_secret:
+            return self.webhook_secret
+        path = self.data_dir / "webhook_secret"
+        if not path.exists():
+            from ocrserve.webhooks import generate_secret
+
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(generate_secret())
+        return path.read_text().strip()
+
     def lane_count(self, on_gpu: bool) -> int:
         if self.lanes:
             return self.lanes

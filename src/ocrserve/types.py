@@ -125,3 +125,30 @@ class PageResult:
                 "total": round(self.timings.total, 4),
             },
         }
+
+
+def result_dict(
+    pages: list[PageResult],
+    *,
+    pages_total: int,
+    truncated: bool,
+    model: str,
+    timings: dict[str, float],
+) -> dict[str, object]:
+    """The ``/ocr`` result shape (also the body of async task results and callbacks)."""
+    confidences = [line.confidence for p in pages for line in p.lines]
+    out_pages = []
+    for p in pages:
+        d = p.to_dict()
+        d.pop("timings", None)
+        out_pages.append(d)
+    return {
+        "text": "\n\n".join(p.text for p in pages),
+        "avg_confidence": round(sum(confidences) / len(confidences), 5) if confidences else 0.0,
+        "pages": out_pages,
+        "page_count": len(pages),
+        "pages_total": pages_total,
+        "truncated": truncated,
+        "model": model,
+        "timings": timings,
+    }

@@ -1,5 +1,5 @@
 """The HTTP API: :func:`create_app` builds the FastAPI application."""
 
-from ocrserve.api.app import create_app, result_dict
+from ocrserve.api.app import create_app
 
-__all__ = ["create_app", "result_dict"]
+__all__ = ["create_app"]

@@ -7,28 +7,38 @@ Routes (each also under ``/v1``): ``POST /ocr``, ``POST /ocr/batch``, ``GET /hea
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
-from typing import Annotated, Any
+from typing import Any
 
 import httpx
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData, UploadFile
+from starlette.datastructures import UploadFile
 
 from ocrserve import __version__
 from ocrserve.api import errors as api_errors
 from ocrserve.api.metrics import Metrics
 from ocrserve.api.schemas import BatchError, BatchItem, ErrorOut, Health, OCRJSONRequest, OCRResult
 from ocrserve.api.security import KeyCheck, TokenBuckets
+from ocrserve.api.service import (
+    BATCH_FIELDS,
+    Guarded,
+    Service,
+    Upload,
+    form_options,
+    parse_options,
+    read_form,
+    read_single,
+    read_upload,
+    service_of,
+)
+from ocrserve.api.tasks import TaskBackend, task_router
 from ocrserve.batcher import Batcher
 from ocrserve.cache import MemoryCache, RedisCache, ResultCache, cache_key
 from ocrserve.config import Settings
@@ -42,40 +52,16 @@ from ocrserve.errors import (
     OptionError,
     QueueFullError,
 )
-from ocrserve.fetch import fetch_url
+from ocrserve.jobs.celery_app import callback_policy, enqueue, make_celery, runner_config
+from ocrserve.jobs.embedded import EmbeddedWorkers
+from ocrserve.jobs.store import TaskStore
 from ocrserve.logs import request_id
-from ocrserve.types import OCROptions, PageResult
+from ocrserve.types import OCROptions, result_dict
 
 log = logging.getLogger("ocrserve.api")
 
 REQUEST_ID_HEADER = "x-request-id"
 CACHE_HEADER = "X-Cache"
-FILE_FIELDS = ("image", "file")
-BATCH_FIELDS = ("images", "files", "image", "file")
-OPTION_FIELDS = ("lang", "precision", "cls", "max_pages")
-TRUE = {"1", "true", "yes", "on"}
-FALSE = {"0", "false", "no", "off"}
-
-
-@dataclass
-class Service:
-    """Everything a request needs, built once at start-up."""
-
-    settings: Settings
-    engine: Engine
-    batcher: Batcher
-    cache: ResultCache | None
-    metrics: Metrics
-    keys: KeyCheck
-    buckets: TokenBuckets
-    http: httpx.AsyncClient
-    ready: bool = False
-
-
-@dataclass(frozen=True)
-class Upload:
-    filename: str | None
-    data: bytes
 
 
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
@@ -91,6 +77,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         service = await run_in_threadpool(_build_service, settings, engine)
         app.state.service = service
         service.batcher.start()
+        service.tasks = await _start_tasks(service)
         await run_in_threadpool(service.engine.warmup)
         service.ready = True
         log.info(
@@ -109,6 +96,10 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             yield
         finally:
             service.ready = False
+            if isinstance(service.tasks, TaskBackend):
+                if service.tasks.workers is not None:
+                    await service.tasks.workers.stop()
+                await run_in_threadpool(service.tasks.store.close)
             await run_in_threadpool(service.batcher.stop)
             await service.http.aclose()
             if service.cache is not None:
@@ -124,8 +115,28 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     api_errors.install(app)
     for prefix in ("", "/v1"):
         app.include_router(_router(), prefix=prefix)
+        app.include_router(task_router(), prefix=prefix)
     app.add_middleware(_RequestContext)
     return app
+
+
+async def _start_tasks(service: Service) -> TaskBackend:
+    """The task store and who runs tasks: Celery workers, or coroutines in this process."""
+    s = service.settings
+    store = await run_in_threadpool(TaskStore, s.task_database_url())
+    if s.broker_url:
+        celery = make_celery(s)
+        return TaskBackend(store=store, enqueue=lambda task_id: enqueue(celery, task_id))
+    workers = EmbeddedWorkers(
+        store,
+        service.batcher,
+        runner_config(s, service.engine),
+        await run_in_threadpool(callback_policy, s),
+        workers=s.task_workers,
+        retention=s.task_retention_s,
+    )
+    await workers.start()
+    return TaskBackend(store=store, enqueue=lambda _: workers.notify(), workers=workers)
 
 
 def _build_service(settings: Settings, engine: Engine | None) -> Service:
@@ -160,25 +171,6 @@ def _build_service(settings: Settings, engine: Engine | None) -> Service:
         http=httpx.AsyncClient(follow_redirects=False),
     )
 
-
-def _service(request: Request) -> Service:
-    service: Service = request.app.state.service
-    return service
-
-
-def guard(request: Request) -> Service:
-    """Dependency of every OCR route: API key, then the caller's rate limit."""
-    service = _service(request)
-    who = service.keys.identify(request)
-    try:
-        service.buckets.take(who)
-    except OCRServeError:
-        service.metrics.rejections.labels("rate_limited").inc()
-        raise
-    return service
-
-
-Guarded = Annotated[Service, Depends(guard)]
 
 _OCR_BODY: dict[str, Any] = {
     "requestBody": {
@@ -238,8 +230,8 @@ def _router() -> APIRouter:
     )
     async def ocr(request: Request, service: Guarded) -> Response:
         t0 = time.perf_counter()
-        upload, raw_options = await _read_single(request, service)
-        options, max_pages = _options(raw_options, service)
+        upload, raw_options = await read_single(request, service)
+        options, max_pages = parse_options(raw_options, service)
         key = cache_key(
             upload.data, options, _extra(max_pages, service), service.engine.model_version
         )
@@ -258,7 +250,7 @@ def _router() -> APIRouter:
     )
     async def ocr_batch(request: Request, service: Guarded) -> Response:
         t0 = time.perf_counter()
-        form = await _form(request, service)
+        form = await read_form(request, service)
         try:
             files = [f for name in BATCH_FIELDS for f in form.getlist(name)]
             uploads = [f for f in files if isinstance(f, UploadFile)]
@@ -267,8 +259,8 @@ def _router() -> APIRouter:
             if len(uploads) > service.settings.max_batch_files:
                 limit = service.settings.max_batch_files
                 raise InputError(f"too many files: {len(uploads)}, the limit is {limit}")
-            options, max_pages = _options(_form_options(form, request), service)
-            items = [await _read_upload(u, service) for u in uploads]
+            options, max_pages = parse_options(form_options(form, request), service)
+            items = [await read_upload(u, service) for u in uploads]
         finally:
             await form.close()
 
@@ -294,7 +286,7 @@ def _router() -> APIRouter:
 
     @router.get("/health", response_model=Health, summary="Alive: the process answers")
     async def health(request: Request) -> Health:
-        service = _service(request)
+        service = service_of(request)
         return Health(
             status="ok",
             version=__version__,
@@ -304,7 +296,7 @@ def _router() -> APIRouter:
 
     @router.get("/ready", summary="Ready: models loaded and warmed, lanes running")
     async def ready(request: Request) -> JSONResponse:
-        service = _service(request)
+        service = service_of(request)
         checks: dict[str, bool] = {"engine": service.ready}
         if isinstance(service.cache, RedisCache):
             checks["redis"] = await service.cache.ping()
@@ -316,117 +308,10 @@ def _router() -> APIRouter:
 
     @router.get("/metrics", summary="Prometheus metrics")
     async def metrics(request: Request) -> Response:
-        registry = _service(request).metrics.registry
+        registry = service_of(request).metrics.registry
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return router
-
-
-# --- reading requests ------------------------------------------------------------------------
-
-
-async def _form(request: Request, service: Service) -> FormData:
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise InputError("expected a multipart/form-data body with the files")
-    try:
-        return await request.form(max_files=service.settings.max_batch_files + 8)
-    except ValueError as e:  # starlette's MultiPartException is not exported
-        raise InputError(f"malformed multipart body: {e}") from e
-    except Exception as e:
-        if type(e).__name__ == "MultiPartException":
-            raise InputError(f"malformed multipart body: {e}") from e
-        raise
-
-
-async def _read_upload(upload: UploadFile, service: Service) -> Upload | OCRServeError:
-    limit = service.settings.max_file_bytes
-    data = await upload.read(limit + 1)
-    if len(data) > limit:
-        return FileTooLargeError(limit=limit, value=upload.size or len(data))
-    return Upload(upload.filename, data)
-
-
-async def _read_single(request: Request, service: Service) -> tuple[Upload, dict[str, str]]:
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith("application/json"):
-        try:
-            body = OCRJSONRequest.model_validate_json(await request.body())
-        except ValueError as e:
-            raise InputError(f"invalid JSON body: {e}") from e
-        raw = {k: str(v) for k in OPTION_FIELDS if (v := getattr(body, k)) is not None}
-        if body.image_base64 is not None:
-            try:
-                data = base64.b64decode(body.image_base64, validate=True)
-            except (binascii.Error, ValueError) as e:
-                raise InputError(f"image_base64 is not valid base64: {e}") from e
-            if len(data) > service.settings.max_file_bytes:
-                raise FileTooLargeError(limit=service.settings.max_file_bytes, value=len(data))
-            return Upload(None, data), raw
-        if body.image_url is not None:
-            data = await fetch_url(
-                body.image_url,
-                max_bytes=service.settings.max_file_bytes,
-                timeout=service.settings.url_timeout_s,
-                allow_private=service.settings.allow_private_urls,
-                client=service.http,
-            )
-            return Upload(body.image_url.rsplit("/", 1)[-1] or None, data), raw
-        raise InputError("the JSON body needs image_base64 or image_url")
-    form = await _form(request, service)
-    try:
-        file = next(
-            (f for n in FILE_FIELDS for f in form.getlist(n) if isinstance(f, UploadFile)), None
-        )
-        if file is None:
-            raise InputError("no file: send it as the multipart field 'image' (or 'file')")
-        item = await _read_upload(file, service)
-        if isinstance(item, OCRServeError):
-            raise item
-        return item, _form_options(form, request)
-    finally:
-        await form.close()
-
-
-def _form_options(form: FormData, request: Request) -> dict[str, str]:
-    """Options from form fields, else from the query string."""
-    out: dict[str, str] = {}
-    for name in OPTION_FIELDS:
-        value = form.get(name)
-        if isinstance(value, str):
-            out[name] = value
-        elif name in request.query_params:
-            out[name] = request.query_params[name]
-    return out
-
-
-def _options(raw: dict[str, str], service: Service) -> tuple[OCROptions, int]:
-    options = service.engine.defaults
-    if "lang" in raw:
-        options = replace(options, lang=raw["lang"])
-    if "precision" in raw:
-        options = replace(options, precision=raw["precision"])  # type: ignore[arg-type]
-    if "cls" in raw:
-        flag = raw["cls"].strip().lower()
-        if flag not in TRUE | FALSE:
-            raise OptionError(
-                f"cls must be true or false, not {raw['cls']!r}", option="cls", value=raw["cls"]
-            )
-        options = replace(options, use_cls=flag in TRUE)
-    max_pages = service.settings.max_pages
-    if "max_pages" in raw:
-        try:
-            requested = int(raw["max_pages"])
-        except ValueError:
-            requested = 0
-        if requested < 1:
-            raise OptionError(
-                f"max_pages must be a positive integer, not {raw['max_pages']!r}",
-                option="max_pages",
-                value=raw["max_pages"],
-            )
-        max_pages = min(requested, max_pages)
-    service.engine.resolve(options)  # a bad lang or precision fails here, before any work
-    return options, max_pages
 
 
 def _extra(max_pages: int, service: Service) -> str:
@@ -467,33 +352,6 @@ async def _recognise(
             "total": round(t_end - t0, 4),
         },
     )
-
-
-def result_dict(
-    pages: list[PageResult],
-    *,
-    pages_total: int,
-    truncated: bool,
-    model: str,
-    timings: dict[str, float],
-) -> dict[str, object]:
-    """The ``/ocr`` result shape (also the body of async task results and callbacks)."""
-    confidences = [line.confidence for p in pages for line in p.lines]
-    out_pages = []
-    for p in pages:
-        d = p.to_dict()
-        d.pop("timings", None)
-        out_pages.append(d)
-    return {
-        "text": "\n\n".join(p.text for p in pages),
-        "avg_confidence": round(sum(confidences) / len(confidences), 5) if confidences else 0.0,
-        "pages": out_pages,
-        "page_count": len(pages),
-        "pages_total": pages_total,
-        "truncated": truncated,
-        "model": model,
-        "timings": timings,
-    }
 
 
 async def _cache_get(service: Service, key: str) -> dict[str, object] | None:

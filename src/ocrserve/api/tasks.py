@@ -1,0 +1,245 @@
+"""Async task routes: submit (202), status, cancel/purge, and the callbacks' dead letters."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from ocrserve.api.service import (
+    FILE_FIELDS,
+    OPTION_FIELDS,
+    Guarded,
+    Service,
+    parse_options,
+    read_form,
+    read_upload,
+)
+from ocrserve.errors import FileTooLargeError, InputError, OCRServeError
+from ocrserve.fetch import check_url
+from ocrserve.jobs.embedded import EmbeddedWorkers
+from ocrserve.jobs.store import (
+    FINISHED,
+    QUEUED,
+    RUNNING,
+    IdempotencyConflict,
+    NewTask,
+    TaskRow,
+    TaskStore,
+)
+
+log = logging.getLogger(__name__)
+
+IDEMPOTENCY_HEADER = "idempotency-key"
+POLL_HINT_S = "1"
+
+
+@dataclass
+class TaskBackend:
+    store: TaskStore
+    enqueue: Callable[[str], None]  # blocking (a broker publish): call off the event loop
+    workers: EmbeddedWorkers | None = None
+
+
+class _Conflict(OCRServeError):
+    code = "idempotency_conflict"
+
+
+def _iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, UTC).isoformat() if ts else None
+
+
+def task_view(row: TaskRow, request: Request) -> dict[str, Any]:
+    callback = None
+    if row.callback_url:
+        callback = {
+            "url": row.callback_url,
+            "state": row.callback_state or "waiting",
+            "attempts": row.callback_log or [],
+            "last_error": row.callback_last_error,
+        }
+    return {
+        "task_id": row.id,
+        "status": row.status,
+        "created_at": _iso(row.created_at),
+        "started_at": _iso(row.started_at),
+        "finished_at": _iso(row.finished_at),
+        "progress": {"pages_done": row.pages_done, "pages_total": row.pages_total},
+        "result": row.result,
+        "error": {"code": row.error_code, "message": row.error_message} if row.error_code else None,
+        "metadata": row.meta,
+        "callback": callback,
+        "status_url": str(request.url_for("get_task", task_id=row.id)),
+    }
+
+
+def _backend(service: Service) -> TaskBackend:
+    backend = service.tasks
+    if not isinstance(backend, TaskBackend):
+        raise InputError("async tasks are not enabled on this server")
+    return backend
+
+
+def task_router() -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/ocr/async", status_code=202, summary="Submit a document; 202 with a task id")
+    async def submit(request: Request, service: Guarded) -> Response:
+        backend = _backend(service)
+        new = await _read_submission(request, service)
+        key = request.headers.get(IDEMPOTENCY_HEADER)
+        try:
+            row, created = await run_in_threadpool(backend.store.create, new, key)
+        except IdempotencyConflict as e:
+            err = _Conflict(
+                f"Idempotency-Key {key!r} was used for a different request (task {e.task_id})"
+            )
+            return JSONResponse({"error": {"code": err.code, "message": err.message}}, 409)
+        if created:
+            await run_in_threadpool(backend.enqueue, row.id)
+        status_url = str(request.url_for("get_task", task_id=row.id))
+        return JSONResponse(
+            {"task_id": row.id, "status": row.status, "status_url": status_url},
+            status_code=202,
+            headers={
+                "Location": status_url,
+                **({} if created else {"Idempotent-Replayed": "true"}),
+            },
+        )
+
+    async def get_task(task_id: str, request: Request, service: Guarded) -> Response:
+        row = await run_in_threadpool(_backend(service).store.get, task_id)
+        if row is None:
+            return _not_found(task_id)
+        headers = {} if row.status in FINISHED else {"Retry-After": POLL_HINT_S}
+        return JSONResponse(task_view(row, request), headers=headers)
+
+    async def delete_task(task_id: str, request: Request, service: Guarded) -> Response:
+        store = _backend(service).store
+        row = await run_in_threadpool(store.get, task_id)
+        if row is None:
+            return _not_found(task_id)
+        if row.status == QUEUED and await run_in_threadpool(store.cancel, task_id):
+            cancelled = await run_in_threadpool(store.get, task_id)
+            assert cancelled is not None
+            return JSONResponse(task_view(cancelled, request))
+        if row.status == RUNNING or not await run_in_threadpool(store.delete, task_id):
+            return JSONResponse(
+                {"error": {"code": "task_running", "message": f"task {task_id} is running"}}, 409
+            )
+        return Response(status_code=204)
+
+    for path in ("/task/{task_id}", "/tasks/{task_id}"):
+        name = "get_task" if path == "/task/{task_id}" else None
+        router.add_api_route(path, get_task, methods=["GET"], name=name, summary="Task status")
+        router.add_api_route(
+            path, delete_task, methods=["DELETE"], summary="Cancel a queued task, purge a done one"
+        )
+
+    @router.get("/admin/dead-letters", summary="Callbacks that could not be delivered")
+    async def dead_letters(service: Guarded) -> JSONResponse:
+        rows = await run_in_threadpool(_backend(service).store.dead_letters)
+        return JSONResponse([_dead_letter(r) for r in rows])
+
+    @router.post("/admin/dead-letters/{task_id}/replay", summary="Send a dead callback again")
+    async def replay(task_id: str, service: Guarded) -> JSONResponse:
+        backend = _backend(service)
+        if not await run_in_threadpool(backend.store.replay, task_id):
+            return _not_found(task_id, "dead letter")
+        if backend.workers is not None:
+            backend.workers.notify()
+        return JSONResponse({"task_id": task_id, "callback": "pending"}, status_code=202)
+
+    return router
+
+
+def _dead_letter(row: TaskRow) -> dict[str, Any]:
+    return {
+        "task_id": row.id,
+        "status": row.status,
+        "callback_url": row.callback_url,
+        "attempts": row.callback_attempts,
+        "last_error": row.callback_last_error,
+        "log": row.callback_log or [],
+    }
+
+
+def _not_found(task_id: str, what: str = "task") -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": "not_found", "message": f"no {what} with id {task_id!r}"}}, 404
+    )
+
+
+async def _read_submission(request: Request, service: Service) -> NewTask:
+    s = service.settings
+    raw: dict[str, Any]
+    data: bytes | None = None
+    filename: str | None = None
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            raw = json.loads(await request.body())
+        except ValueError as e:
+            raise InputError(f"invalid JSON body: {e}") from e
+        if not isinstance(raw, dict):
+            raise InputError("the JSON body must be an object")
+        if raw.get("image_base64") is not None:
+            try:
+                data = base64.b64decode(str(raw["image_base64"]), validate=True)
+            except (binascii.Error, ValueError) as e:
+                raise InputError(f"image_base64 is not valid base64: {e}") from e
+    else:
+        form = await read_form(request, service)
+        try:
+            raw = {k: v for k, v in form.items() if isinstance(v, str)}
+            file = next(
+                (f for n in FILE_FIELDS for f in form.getlist(n) if isinstance(f, UploadFile)), None
+            )
+            if file is not None:
+                item = await read_upload(file, service)
+                if isinstance(item, OCRServeError):
+                    raise item
+                data, filename = item.data, item.filename
+        finally:
+            await form.close()
+        if isinstance(raw.get("metadata"), str):
+            try:
+                raw["metadata"] = json.loads(raw["metadata"])
+            except ValueError as e:
+                raise InputError(f"metadata must be a JSON object: {e}") from e
+    if data is not None and len(data) > s.max_file_bytes:
+        raise FileTooLargeError(limit=s.max_file_bytes, value=len(data))
+    url = raw.get("image_url")
+    if (data is None) == (url is None):
+        raise InputError("send exactly one of image_url, image_base64 or an 'image' file")
+    if url is not None:
+        await check_url(str(url), allow_private=s.allow_private_urls)
+    callback = raw.get("callback_url")
+    if callback is not None:
+        await check_url(str(callback), allow_private=s.allow_private_urls, require_https=True)
+    metadata = raw.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise InputError("metadata must be a JSON object")
+    options, max_pages = parse_options(
+        {k: str(raw[k]).lower() if isinstance(raw[k], bool) else str(raw[k])
+         for k in OPTION_FIELDS if raw.get(k) is not None},
+        service,
+    )  # fmt: skip
+    return NewTask(
+        options={"lang": options.lang, "precision": options.precision, "cls": options.use_cls,
+                 "max_pages": max_pages},
+        source_url=str(url) if url is not None else None,
+        input_bytes=data,
+        filename=filename or (str(url).rsplit("/", 1)[-1] if url else None),
+        metadata=metadata,
+        callback_url=str(callback) if callback is not None else None,
+    )  # fmt: skip

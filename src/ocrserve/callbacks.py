@@ -1,0 +1,162 @@
+"""Signed webhook delivery: one attempt at a time, the schedule as data, dead letters at the end.
+
+A 2xx answer is delivered. Timeouts, connection errors, 5xx and 429 are retried after the
+delays of ``OCRSERVE_CALLBACK_RETRY_DELAYS`` (1 s, 5 s, 15 s; a longer ``Retry-After`` wins);
+when they are used up, or on any other 4xx at once, the callback is a dead letter, listed by
+``GET /admin/dead-letters`` and ``ocrserve dlq list`` and sent again by a replay.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from ocrserve import webhooks
+from ocrserve.errors import URLError
+from ocrserve.fetch import check_url
+from ocrserve.jobs.store import DEAD, DELIVERED, PENDING, TaskRow, TaskStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallbackPolicy:
+    """How callbacks are sent.
+
+    >>> CallbackPolicy(secret="whsec_...", retry_delays=(1, 5, 15))  # doctest: +SKIP
+    """
+
+    secret: str
+    retry_delays: tuple[float, ...] = (1.0, 5.0, 15.0)
+    timeout: float = 10.0
+    allow_private: bool = False
+
+
+def event_id(row: TaskRow) -> str:
+    """Stable per task event, so a receiver can drop a delivery it has already processed."""
+    return f"msg_{row.id}_{row.status}"
+
+
+def payload(row: TaskRow) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "task_id": row.id,
+        "status": row.status,
+        "metadata": row.meta,
+        "text": "",
+        "pages": [],
+        "avg_confidence": 0.0,
+    }
+    if row.result:
+        body.update(row.result)
+    if row.error_code:
+        body["error"] = {"code": row.error_code, "message": row.error_message}
+    body["task_id"], body["status"] = row.id, row.status
+    return body
+
+
+def next_step(
+    attempt_no: int, status: int | None, retry_after: float | None, delays: Sequence[float]
+) -> tuple[str, float | None]:
+    """After attempt ``attempt_no`` (1-based) ended with ``status`` (None: no answer):
+    the new callback state and when to try again.
+
+    >>> next_step(1, 503, None, (1, 5, 15))
+    ('pending', 1)
+    >>> next_step(4, 503, None, (1, 5, 15))
+    ('dead', None)
+    >>> next_step(1, 404, None, (1, 5, 15))
+    ('dead', None)
+    """
+    if status is not None and 200 <= status < 300:
+        return DELIVERED, None
+    retryable = status is None or status >= 500 or status == 429
+    if not retryable or attempt_no > len(delays):
+        return DEAD, None
+    return PENDING, max(delays[attempt_no - 1], retry_after or 0.0)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after", "")
+    try:
+        return min(float(value), 3600.0) if value else None
+    except ValueError:
+        return None
+
+
+async def deliver(
+    store_row: TaskRow, policy: CallbackPolicy, client: httpx.AsyncClient
+) -> tuple[dict[str, Any], str, float | None]:
+    """Make one attempt; returns (the attempt's record, the new state, seconds to the next)."""
+    url = store_row.callback_url or ""
+    attempt_no = store_row.callback_attempts + 1
+    body = json.dumps(payload(store_row), ensure_ascii=False).encode()
+    started = time.time()
+    status: int | None = None
+    error: str | None = None
+    retry_after: float | None = None
+    try:
+        await check_url(url, allow_private=policy.allow_private, require_https=True)
+        response = await client.post(
+            url,
+            content=body,
+            headers=webhooks.headers_for(event_id(store_row), body, policy.secret),
+            timeout=policy.timeout,
+        )
+        status = response.status_code
+        retry_after = _retry_after(response)
+        if not 200 <= status < 300:
+            error = f"HTTP {status}"
+    except URLError as e:
+        # A callback target we may not call is final: no schedule makes it allowed.
+        record = _record(started, None, f"{e.code}: {e.message}", attempt_no)
+        return record, DEAD, None
+    except httpx.HTTPError as e:
+        error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+    record = _record(started, status, error, attempt_no)
+    state, delay = next_step(attempt_no, status, retry_after, policy.retry_delays)
+    return record, state, delay
+
+
+def _record(started: float, status: int | None, error: str | None, n: int) -> dict[str, Any]:
+    return {
+        "attempt": n,
+        "at": started,
+        "status_code": status,
+        "error": error,
+        "duration_ms": round((time.time() - started) * 1000, 1),
+    }
+
+
+async def run_due(
+    store: TaskStore, policy: CallbackPolicy, client: httpx.AsyncClient, *, run_sync: Any
+) -> int:
+    """Attempt every callback that is due; returns how many were attempted.
+
+    ``run_sync`` runs a blocking store call off the event loop (``run_in_threadpool``).
+    """
+    due = await run_sync(store.due_callbacks, time.time())
+    attempted = 0
+    for task_id in due:
+        row = await run_sync(store.claim_callback, task_id, policy.timeout + 30.0)
+        if row is None:
+            continue  # another dispatcher took it
+        record, state, delay = await deliver(row, policy, client)
+        next_at = time.time() + delay if delay is not None else None
+        await run_sync(
+            lambda r=record, s=state, n=next_at, t=task_id: store.record_attempt(
+                t, r, state=s, next_at=n
+            )
+        )
+        attempted += 1
+        log.info(
+            "callback attempt",
+            extra={"task_id": task_id, "state": state, "status_code": record["status_code"],
+                   "error": record["error"], "next_in": delay},
+        )  # fmt: skip
+    return attempted

@@ -1,0 +1,1 @@
+"""Asynchronous tasks: the durable task table, the runner, embedded workers and Celery."""

@@ -1,0 +1,311 @@
+"""Async tasks in the embedded mode, in-process, with a real callback receiver on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import http.server
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from ocrserve import Engine, Settings
+from ocrserve.api import create_app
+from ocrserve.webhooks import verify
+
+from .conftest import FIXTURES
+
+pytestmark = pytest.mark.anyio
+
+SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+LONG_LINE = (FIXTURES / "en_line_long_text.jpg").read_bytes()
+PDF = (FIXTURES / "irs_f1040nr.pdf").read_bytes()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Receiver:
+    """A webhook receiver on loopback: checks every signature, answers from a script."""
+
+    def __init__(self) -> None:
+        self.script: list[tuple[int, dict[str, str]]] = []  # answers, then 200 forever
+        self.calls: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                event = verify(body, dict(self.headers.items()), SECRET)  # raises if forged
+                with receiver.lock:
+                    status, headers = receiver.script.pop(0) if receiver.script else (200, {})
+                    receiver.calls.append(
+                        {"at": time.monotonic(), "event": event, "status": status,
+                         "id": self.headers["webhook-id"]}
+                    )  # fmt: skip
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def delivered(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [c for c in self.calls if 200 <= c["status"] < 300]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.server.shutdown()
+    r.server.server_close()
+
+
+def task_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    base: dict[str, Any] = {
+        "data_dir": tmp_path,
+        "lanes": 2,
+        "log_json": False,
+        "allow_private_urls": True,  # the receiver is on loopback
+        "webhook_secret": SECRET,
+        "callback_retry_delays": (0.2, 0.4, 0.6),  # 1 s, 5 s, 15 s in production
+    }
+    return Settings(**(base | overrides))
+
+
+async def client_for(s: Settings, engine: Engine) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(s, engine=engine)
+    async with LifespanManager(app, startup_timeout=120, shutdown_timeout=120) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ocr.test") as client:
+            yield client
+
+
+async def wait_for(client: httpx.AsyncClient, task_id: str, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body: dict[str, Any] = (await client.get(f"/task/{task_id}")).json()
+        if body["status"] not in ("queued", "running"):
+            return body
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"task {task_id} did not finish")
+
+
+async def wait_until(predicate: Any, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+async def test_submit_202_then_status_then_one_signed_callback(
+    engine: Engine, tmp_path: Path, receiver: Receiver
+) -> None:
+    async for client in client_for(task_settings(tmp_path), engine):
+        r = await client.post(
+            "/ocr/async",
+            json={"image_base64": b64(LONG_LINE), "callback_url": receiver.url,
+                  "metadata": {"invoice": 42}},
+        )  # fmt: skip
+        assert r.status_code == 202, r.text
+        body = r.json()
+        assert body["status"] == "queued" and set(body) == {"task_id", "status", "status_url"}
+        assert r.headers["location"] == body["status_url"]
+        assert body["status_url"].endswith(f"/task/{body['task_id']}")
+        done = await wait_for(client, body["task_id"])
+        assert done["status"] == "succeeded"
+        assert done["result"]["text"] == "采用高端宝石制作镜片，更有效保护眼睛，避免辐射"
+        assert done["progress"] == {"pages_done": 1, "pages_total": 1}
+        assert done["metadata"] == {"invoice": 42}
+        assert done["created_at"] <= done["started_at"] <= done["finished_at"]
+        await wait_until(lambda: receiver.delivered())
+        event = receiver.delivered()[0]["event"]
+        assert event["task_id"] == body["task_id"] and event["status"] == "succeeded"
+        assert event["text"] == done["result"]["text"] and event["metadata"] == {"invoice": 42}
+        assert {"pages", "avg_confidence"} <= set(event)
+        status = (await client.get(f"/v1/tasks/{body['task_id']}")).json()
+        assert status["callback"]["state"] == "delivered"
+        assert [a["status_code"] for a in status["callback"]["attempts"]] == [200]
+        assert len(receiver.calls) == 1
+
+
+async def test_retries_on_the_schedule_then_dead_letter_then_replay(
+    engine: Engine, tmp_path: Path, receiver: Receiver
+) -> None:
+    receiver.script = [(503, {})] * 4  # the first try and all three retries fail
+    async for client in client_for(task_settings(tmp_path), engine):
+        task_id = (
+            await client.post(
+                "/ocr/async", json={"image_base64": b64(LONG_LINE), "callback_url": receiver.url}
+            )
+        ).json()["task_id"]
+        await wait_until(lambda: len(receiver.calls) == 4)
+        await asyncio.sleep(0.3)
+        task = (await client.get(f"/task/{task_id}")).json()
+        assert task["callback"]["state"] == "dead"
+        log = task["callback"]["attempts"]
+        assert [a["status_code"] for a in log] == [503] * 4
+        gaps = [b["at"] - a["at"] for a, b in zip(log, log[1:], strict=False)]
+        for gap, delay in zip(gaps, (0.2, 0.4, 0.6), strict=True):
+            assert gap >= delay  # never sooner than the schedule
+        assert all(a["duration_ms"] >= 0 and a["error"] == "HTTP 503" for a in log)
+        assert len({c["id"] for c in receiver.calls}) == 1  # one event: one webhook-id
+
+        dead = (await client.get("/admin/dead-letters")).json()
+        assert [d["task_id"] for d in dead] == [task_id] and dead[0]["attempts"] == 4
+        r = await client.post(f"/admin/dead-letters/{task_id}/replay")
+        assert r.status_code == 202
+        await wait_until(lambda: receiver.delivered())
+        await asyncio.sleep(0.1)
+        assert (await client.get("/admin/dead-letters")).json() == []
+        task = (await client.get(f"/task/{task_id}")).json()
+        assert task["callback"]["state"] == "delivered"
+        assert receiver.calls[-1]["id"] == receiver.calls[0]["id"]  # the receiver can dedupe
+        r = await client.post(f"/admin/dead-letters/{task_id}/replay")
+        assert r.status_code == 404
+
+
+async def test_a_client_error_goes_to_the_dead_letters_at_once_and_429_waits(
+    engine: Engine, tmp_path: Path, receiver: Receiver
+) -> None:
+    receiver.script = [(410, {}), (429, {"Retry-After": "1"})]
+    async for client in client_for(task_settings(tmp_path), engine):
+        first = (
+            await client.post(
+                "/ocr/async", json={"image_base64": b64(LONG_LINE), "callback_url": receiver.url}
+            )
+        ).json()["task_id"]
+        await wait_until(lambda: len(receiver.calls) == 1)
+        second = (
+            await client.post(
+                "/ocr/async",
+                json={"image_base64": b64(LONG_LINE), "lang": "en", "callback_url": receiver.url},
+            )
+        ).json()["task_id"]
+        await wait_until(lambda: len(receiver.delivered()) == 1)
+        await asyncio.sleep(0.2)
+        one = (await client.get(f"/task/{first}")).json()["callback"]
+        assert one["state"] == "dead" and len(one["attempts"]) == 1
+        two = (await client.get(f"/task/{second}")).json()["callback"]
+        assert [a["status_code"] for a in two["attempts"]] == [429, 200]
+        assert two["attempts"][1]["at"] - two["attempts"][0]["at"] >= 1.0  # Retry-After honoured
+
+
+async def test_idempotency_key_replay_and_conflict(engine: Engine, tmp_path: Path) -> None:
+    async for client in client_for(task_settings(tmp_path), engine):
+        req = {"image_base64": b64(LONG_LINE), "metadata": {"n": 1}}
+        a = await client.post("/ocr/async", json=req, headers={"Idempotency-Key": "k-1"})
+        b = await client.post("/ocr/async", json=req, headers={"Idempotency-Key": "k-1"})
+        assert a.status_code == b.status_code == 202
+        assert a.json()["task_id"] == b.json()["task_id"]
+        assert b.headers["idempotent-replayed"] == "true"
+        c = await client.post(
+            "/ocr/async", json={**req, "metadata": {"n": 2}}, headers={"Idempotency-Key": "k-1"}
+        )
+        assert c.status_code == 409 and c.json()["error"]["code"] == "idempotency_conflict"
+        d = await client.post("/ocr/async", json=req, headers={"Idempotency-Key": "k-2"})
+        assert d.json()["task_id"] != a.json()["task_id"]
+
+
+async def test_ssrf_and_input_refusals(engine: Engine, tmp_path: Path) -> None:
+    async for client in client_for(task_settings(tmp_path, allow_private_urls=False), engine):
+        cases = [
+            ({"image_url": "http://127.0.0.1:9/x.png"}, "url_not_allowed"),
+            ({"image_url": "http://169.254.169.254/latest"}, "url_not_allowed"),
+            ({"image_url": "ftp://example.com/x.png"}, "url_not_allowed"),
+            ({"image_base64": b64(LONG_LINE), "callback_url": "http://example.com/hook"}, "url_not_allowed"),
+            ({"image_base64": b64(LONG_LINE), "callback_url": "https://10.1.2.3/hook"}, "url_not_allowed"),
+            ({"image_base64": b64(LONG_LINE), "callback_url": "https://[::1]/hook"}, "url_not_allowed"),
+            ({"image_base64": b64(LONG_LINE), "lang": "klingon"}, "language_not_installed"),
+            ({"image_base64": "!!"}, "invalid_input"),
+            ({}, "invalid_input"),
+            ({"image_base64": b64(LONG_LINE), "image_url": "https://example.com/a.png"}, "invalid_input"),
+            ({"image_base64": b64(LONG_LINE), "metadata": [1, 2]}, "invalid_input"),
+        ]  # fmt: skip
+        for body, code in cases:
+            r = await client.post("/ocr/async", json=body)
+            assert r.status_code == 422, (body, r.text)
+            assert r.json()["error"]["code"] == code, (body, r.text)
+        assert (await client.get("/task/nope")).status_code == 404
+
+
+async def test_multipart_submit_progress_on_a_pdf_cancel_and_purge(
+    engine: Engine, tmp_path: Path
+) -> None:
+    s = task_settings(tmp_path, task_workers=1, max_batch_size=1, lanes=1)
+    async for client in client_for(s, engine):
+        pdf = (await client.post(
+            "/ocr/async", files={"image": ("f.pdf", PDF)},
+            data={"max_pages": "3", "metadata": json.dumps({"kind": "form"})},
+        )).json()["task_id"]  # fmt: skip
+        queued = (await client.post("/ocr/async", json={"image_base64": b64(LONG_LINE)})).json()
+        r = await client.delete(f"/task/{queued['task_id']}")  # still behind the PDF: cancellable
+        assert r.status_code == 200 and r.json()["status"] == "cancelled"
+        seen: set[int] = set()
+        while True:
+            t = (await client.get(f"/task/{pdf}")).json()
+            seen.add(t["progress"]["pages_done"])
+            if t["status"] not in ("queued", "running"):
+                break
+            await asyncio.sleep(0.05)
+        assert t["status"] == "succeeded" and t["metadata"] == {"kind": "form"}
+        assert t["progress"] == {"pages_done": 3, "pages_total": 3}
+        assert t["result"]["page_count"] == 3 and t["result"]["pages_total"] == 5
+        assert t["result"]["truncated"] is True
+        assert "Nonresident Alien" in t["result"]["pages"][0]["text"]
+        assert len(seen) >= 2  # progress moved while it ran
+        assert (await client.delete(f"/task/{pdf}")).status_code == 204
+        assert (await client.get(f"/task/{pdf}")).status_code == 404
+
+
+async def test_finished_tasks_are_purged_after_the_retention(
+    engine: Engine, tmp_path: Path
+) -> None:
+    async for client in client_for(task_settings(tmp_path, task_retention_s=0.5), engine):
+        task_id = (await client.post("/ocr/async", json={"image_base64": b64(LONG_LINE)})).json()[
+            "task_id"
+        ]
+        assert (await wait_for(client, task_id))["status"] == "succeeded"
+        deadline = time.monotonic() + 30
+        while (await client.get(f"/task/{task_id}")).status_code != 404:
+            assert time.monotonic() < deadline, "not purged"
+            await asyncio.sleep(0.1)
+
+
+async def test_a_failed_fetch_fails_the_task_with_a_clear_code(
+    engine: Engine, tmp_path: Path, receiver: Receiver
+) -> None:
+    async for client in client_for(task_settings(tmp_path), engine):
+        url = receiver.url.replace("/hook", "/missing.png")  # the receiver answers GET with 501
+        task_id = (
+            await client.post("/ocr/async", json={"image_url": url, "callback_url": receiver.url})
+        ).json()["task_id"]
+        done = await wait_for(client, task_id)
+        assert done["status"] == "failed" and done["result"] is None
+        assert done["error"]["code"] == "url_fetch_failed"
+        await wait_until(lambda: receiver.delivered())
+        event = receiver.delivered()[0]["event"]
+        assert event["status"] == "failed" and event["error"]["code"] == "url_fetch_failed"

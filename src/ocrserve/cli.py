@@ -85,6 +85,50 @@ def serve(
 
 
 @app.command()
+def worker() -> None:
+    """Run a Celery worker for async tasks (needs OCRSERVE_BROKER_URL and _DATABASE_URL)."""
+    from ocrserve.jobs.celery_app import run_worker
+    from ocrserve.logs import configure
+
+    settings = _settings()
+    if not settings.broker_url:
+        typer.echo("error: set OCRSERVE_BROKER_URL (amqp://... or redis://...)", err=True)
+        raise typer.Exit(2)
+    configure(settings.log_level, json_lines=settings.log_json)
+    run_worker(settings)
+
+
+dlq_app = typer.Typer(no_args_is_help=True, help="Callbacks that could not be delivered.")
+app.add_typer(dlq_app, name="dlq")
+
+
+@dlq_app.command("list")
+def dlq_list() -> None:
+    """List dead-lettered callbacks (JSON lines)."""
+    from ocrserve.jobs.store import TaskStore
+
+    store = TaskStore(_settings().task_database_url())
+    for row in store.dead_letters():
+        typer.echo(json.dumps({"task_id": row.id, "status": row.status,
+                               "callback_url": row.callback_url,
+                               "attempts": row.callback_attempts,
+                               "last_error": row.callback_last_error}))  # fmt: skip
+
+
+@dlq_app.command("replay")
+def dlq_replay(task_ids: Annotated[list[str], typer.Argument(help="Tasks to send again.")]) -> None:
+    """Send dead callbacks again (a running server or worker delivers them)."""
+    from ocrserve.jobs.store import TaskStore
+
+    store = TaskStore(_settings().task_database_url())
+    missing = [t for t in task_ids if not store.replay(t)]
+    for t in missing:
+        typer.echo(f"{t}: error: not a dead letter", err=True)
+    if missing:
+        raise typer.Exit(1)
+
+
+@app.command()
 def ocr(
     files: Annotated[list[Path], typer.Argument(help="Images or PDFs to read.")],
     fmt: Annotated[OutputFormat, typer.Option("--format", "-f")] = OutputFormat.text,

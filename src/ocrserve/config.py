@@ -108,6 +108,7 @@ class Settings(BaseSettings):
     task_retention_s: float = Field(default=24 * 3600, gt=0.0)
     task_workers: int = Field(default=2, ge=1, description="Embedded task workers.")
     task_lease_s: float = Field(default=30.0, gt=0.0)
+    task_queue: str = Field(default="ocrserve", description="The Celery queue's name.")
 
     def task_database_url(self) -> str:
         if self.database_url:

@@ -37,7 +37,6 @@ from ocrserve.types import OCROptions, Page, PageResult
 log = logging.getLogger(__name__)
 
 TASK_NAME = "ocrserve.run_task"
-QUEUE = "ocrserve"
 SWEEP_EVERY_S = 10.0
 #: A queued task with no worker on it after this long has probably lost its message.
 LOST_AFTER_S = 60.0
@@ -50,7 +49,7 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_default_queue=QUEUE,
+        task_default_queue=settings.task_queue,
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,
@@ -70,7 +69,7 @@ def make_celery(settings: Settings) -> Celery:
 
 
 def enqueue(app: Celery, task_id: str) -> None:
-    app.send_task(TASK_NAME, args=[task_id], queue=QUEUE)
+    app.send_task(TASK_NAME, args=[task_id], queue=app.conf.task_default_queue)
 
 
 @dataclass
@@ -224,7 +223,7 @@ def run_worker(settings: Settings) -> None:
             "worker",
             "--pool=threads",
             f"--concurrency={settings.lane_count(on_gpu)}",
-            f"--queues={QUEUE}",
+            f"--queues={settings.task_queue}",
             f"--loglevel={settings.log_level.upper()}",
             "--without-gossip",
             "--without-mingle",

@@ -1,0 +1,234 @@
+"""Nothing accepted is lost: SIGKILL of the embedded server, and of a Celery worker mid-task.
+
+Real processes, real services: `ocrserve serve` on SQLite; `ocrserve worker` on RabbitMQ with
+PostgreSQL (postgresql://postgres@127.0.0.1:5432/test), as the issue asks.
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import sqlalchemy
+
+from .conftest import FIXTURES
+from .test_server import free_port
+from .test_tasks import SECRET, Receiver
+
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.server.shutdown()
+    r.server.server_close()
+
+
+@pytest.fixture
+def file_server() -> Iterator[str]:
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(FIXTURES), **kwargs)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return os.environ | {
+        "OCRSERVE_DATA_DIR": str(tmp_path),
+        "OCRSERVE_ALLOW_PRIVATE_URLS": "1",
+        "OCRSERVE_WEBHOOK_SECRET": SECRET,
+        "OCRSERVE_CALLBACK_RETRY_DELAYS": "[0.2, 0.4, 0.6]",
+        "OCRSERVE_TASK_LEASE_S": "3",
+        "OCRSERVE_LOG_JSON": "false",
+        **extra,
+    }
+
+
+def start_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ocrserve", "serve", "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
+                return proc
+        except requests.ConnectionError:
+            pass
+        assert proc.poll() is None, log.read_text()
+        time.sleep(0.2)
+    raise AssertionError(log.read_text())
+
+
+def wait_all(base: str, ids: list[str], timeout: float = 240) -> dict[str, dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        tasks = {i: requests.get(f"{base}/task/{i}", timeout=10).json() for i in ids}
+        if all(t["status"] not in ("queued", "running") for t in tasks.values()):
+            return tasks
+        assert time.monotonic() < deadline, {i: t["status"] for i, t in tasks.items()}
+        time.sleep(0.3)
+
+
+def test_the_articles_async_client_works_unchanged(
+    tmp_path: Path, receiver: Receiver, file_server: str
+) -> None:
+    port = free_port()
+    proc = start_server(env_for(tmp_path), port, tmp_path / "server.log")
+    try:
+        URL, HOOK = f"{file_server}/en_doc_paragraph.jpg", receiver.url
+        # From the mission article, with only the host and port changed:
+        r = requests.post(
+            f"http://localhost:{port}/ocr/async",
+            json={"image_url": URL, "callback_url": HOOK},
+            timeout=10,
+        )
+        assert r.status_code == 202
+        task_id, status_url = r.json()["task_id"], r.json()["status_url"]
+        deadline = time.monotonic() + 60
+        while not receiver.delivered():
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        event = receiver.delivered()[0]["event"]
+        assert event["task_id"] == task_id and event["status"] == "succeeded"
+        assert event["text"].endswith("specified as follows.")
+        assert requests.get(status_url, timeout=10).json()["status"] == "succeeded"
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def test_sigkill_of_the_embedded_server_loses_nothing(
+    tmp_path: Path, receiver: Receiver, file_server: str
+) -> None:
+    env = env_for(tmp_path, OCRSERVE_TASK_WORKERS="1", OCRSERVE_MAX_BATCH_SIZE="1")
+    log = tmp_path / "server.log"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = start_server(env, port, log)
+    ids = []
+    for n in range(4):
+        r = requests.post(
+            f"{base}/ocr/async",
+            json={"image_url": f"{file_server}/irs_f1040nr.pdf", "callback_url": receiver.url,
+                  "max_pages": 2, "metadata": {"n": n}},
+            timeout=10,
+        )  # fmt: skip
+        assert r.status_code == 202
+        ids.append(r.json()["task_id"])
+    deadline = time.monotonic() + 60
+    while requests.get(f"{base}/task/{ids[0]}", timeout=10).json()["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # mid-task, three more queued
+    proc.wait(30)
+
+    proc = start_server(env, port, log)
+    try:
+        tasks = wait_all(base, ids)
+        assert {t["status"] for t in tasks.values()} == {"succeeded"}
+        assert all("Nonresident Alien" in t["result"]["text"] for t in tasks.values())
+        deadline = time.monotonic() + 60
+        while {c["event"]["task_id"] for c in receiver.delivered()} != set(ids):
+            assert time.monotonic() < deadline, receiver.calls
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+@pytest.fixture
+def celery_env(tmp_path: Path) -> dict[str, str]:
+    engine = sqlalchemy.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text("DROP TABLE IF EXISTS ocr_tasks"))
+    engine.dispose()
+    return env_for(
+        tmp_path,
+        OCRSERVE_DATABASE_URL=PG_URL,
+        OCRSERVE_BROKER_URL=AMQP_URL,
+        OCRSERVE_TASK_QUEUE=f"ocrserve-test-{uuid.uuid4().hex[:8]}",  # no leftovers of other runs
+        OCRSERVE_LANES="1",
+    )
+
+
+def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "ocrserve", "worker"], stdout=out, stderr=subprocess.STDOUT, env=env
+        )
+
+
+def test_a_celery_worker_killed_mid_task_another_finishes_it_once(
+    tmp_path: Path, celery_env: dict[str, str], receiver: Receiver, file_server: str
+) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    api = start_server(celery_env, port, tmp_path / "api.log")
+    first = start_worker(celery_env, tmp_path / "worker1.log")
+    second = None
+    try:
+        ids = []
+        for n in range(3):
+            r = requests.post(
+                f"{base}/ocr/async",
+                json={"image_url": f"{file_server}/irs_f1040nr.pdf", "callback_url": receiver.url,
+                      "max_pages": 2, "metadata": {"n": n}},
+                timeout=10,
+            )  # fmt: skip
+            assert r.status_code == 202
+            ids.append(r.json()["task_id"])
+        deadline = time.monotonic() + 120
+        while requests.get(f"{base}/task/{ids[0]}", timeout=10).json()["status"] != "running":
+            assert time.monotonic() < deadline, (tmp_path / "worker1.log").read_text()
+            time.sleep(0.05)
+        first.send_signal(signal.SIGKILL)
+        first.wait(30)
+        second = start_worker(celery_env, tmp_path / "worker2.log")
+        tasks = wait_all(base, ids)
+        assert {t["status"] for t in tasks.values()} == {"succeeded"}, (
+            tmp_path / "worker2.log"
+        ).read_text()
+        deadline = time.monotonic() + 60
+        while {c["event"]["task_id"] for c in receiver.delivered()} != set(ids):
+            assert time.monotonic() < deadline, receiver.calls
+            time.sleep(0.1)
+        engine = sqlalchemy.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
+        with engine.begin() as conn:
+            runs = dict(conn.execute(sqlalchemy.text("SELECT id, runs FROM ocr_tasks")).all())
+        engine.dispose()
+        assert runs[ids[0]] == 2  # the killed run, then exactly one more
+        assert all(runs[i] == 1 for i in ids[1:])
+        # one delivery per task: a redelivered message for a finished task was skipped
+        assert sorted(c["event"]["task_id"] for c in receiver.delivered()) == sorted(ids)
+    finally:
+        for p in (first, second, api):
+            if p is not None and p.poll() is None:
+                p.terminate()
+                p.wait(60)

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import http.server
 import io
+import tempfile
 import threading
 import zlib
 from collections.abc import AsyncIterator, Iterator
@@ -36,8 +37,14 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+#: Task database and webhook secret of these apps: never the user's own data folder.
+DATA_DIR = Path(tempfile.mkdtemp(prefix="ocrserve-test-api-"))
+
+
 def settings(**overrides: Any) -> Settings:
-    base: dict[str, Any] = {"lanes": 2, "cache_max_entries": 64, "log_json": False}
+    base: dict[str, Any] = {
+        "lanes": 2, "cache_max_entries": 64, "log_json": False, "data_dir": DATA_DIR,
+    }  # fmt: skip
     return Settings(**(base | overrides))
 
 

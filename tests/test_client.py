@@ -158,6 +158,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "OCRSERVE_MAX_PAGES": "1",
         "OCRSERVE_LANES": "1",
         "OCRSERVE_INTRA_OP_THREADS": "2",
+        "OCRSERVE_DATA_DIR": str(tmp_path_factory.mktemp("client-data")),
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "ocrserve", "serve"], stdout=log, stderr=subprocess.STDOUT, env=env
@@ -280,6 +281,15 @@ def test_breaker_opens_fails_fast_half_opens_and_closes(server: str) -> None:
     assert stats.breaker_state == CircuitState.closed
     assert (stats.breaker_opened, stats.breaker_half_opened, stats.breaker_closed) == (1, 1, 1)
     assert stats.rejected == 2
+
+
+def test_submit_and_wait_against_the_real_server(server: str) -> None:
+    with Client(server) as client:
+        task = client.submit(file=FIXTURES / "en_line_long_text.jpg", metadata={"n": 1})
+        done = client.wait(task.task_id, timeout=120, poll_interval=0.1)
+    assert done.status == "succeeded"
+    assert done.result is not None
+    assert done.result.text == "采用高端宝石制作镜片，更有效保护眼睛，避免辐射"
 
 
 def test_batch_gives_a_result_or_an_error_per_file(server: str) -> None:

@@ -164,24 +164,31 @@ def test_sigkill_of_the_embedded_server_loses_nothing(
 
 
 @pytest.fixture
-def celery_env(tmp_path: Path) -> dict[str, str]:
-    engine = sqlalchemy.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
-    with engine.begin() as conn:
-        conn.execute(sqlalchemy.text("DROP TABLE IF EXISTS ocr_tasks"))
-    engine.dispose()
-    return env_for(
+def celery_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    # A schema of its own: no rows of another run (or of a benchmark) on the same database.
+    schema = f"ocrserve_test_{uuid.uuid4().hex[:8]}"
+    admin = sqlalchemy.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
+    with admin.begin() as conn:
+        conn.execute(sqlalchemy.text(f"CREATE SCHEMA {schema}"))
+    yield env_for(
         tmp_path,
-        OCRSERVE_DATABASE_URL=PG_URL,
+        OCRSERVE_DATABASE_URL=f"{PG_URL}?options=-csearch_path%3D{schema}",
         OCRSERVE_BROKER_URL=AMQP_URL,
         OCRSERVE_TASK_QUEUE=f"ocrserve-test-{uuid.uuid4().hex[:8]}",  # no leftovers of other runs
         OCRSERVE_LANES="1",
     )
+    with admin.begin() as conn:
+        conn.execute(sqlalchemy.text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
 
 
 def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "ocrserve", "worker"], stdout=out, stderr=subprocess.STDOUT, env=env
+            [sys.executable, "-m", "ocrserve", "worker"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
 
 
@@ -204,7 +211,7 @@ def test_a_celery_worker_killed_mid_task_another_finishes_it_once(
             )  # fmt: skip
             assert r.status_code == 202
             ids.append(r.json()["task_id"])
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # the worker loads its models first
         while requests.get(f"{base}/task/{ids[0]}", timeout=10).json()["status"] != "running":
             assert time.monotonic() < deadline, (tmp_path / "worker1.log").read_text()
             time.sleep(0.05)
@@ -219,7 +226,8 @@ def test_a_celery_worker_killed_mid_task_another_finishes_it_once(
         while {c["event"]["task_id"] for c in receiver.delivered()} != set(ids):
             assert time.monotonic() < deadline, receiver.calls
             time.sleep(0.1)
-        engine = sqlalchemy.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
+        url = celery_env["OCRSERVE_DATABASE_URL"]
+        engine = sqlalchemy.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
         with engine.begin() as conn:
             runs = dict(conn.execute(sqlalchemy.text("SELECT id, runs FROM ocr_tasks")).all())
         engine.dispose()

@@ -27,7 +27,11 @@ def free_port() -> int:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     log = (tmp_path_factory.mktemp("server") / "server.log").open("w+")
-    env = os.environ | {"OCRSERVE_PORT": str(port), "OCRSERVE_MAX_PAGES": "2"}
+    env = os.environ | {
+        "OCRSERVE_PORT": str(port),
+        "OCRSERVE_MAX_PAGES": "2",
+        "OCRSERVE_DATA_DIR": str(tmp_path_factory.mktemp("server-data")),
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "ocrserve", "serve"], stdout=log, stderr=subprocess.STDOUT, env=env
     )

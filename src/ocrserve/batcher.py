@@ -245,9 +245,13 @@ class Batcher:
                     self._cond.wait(left)
                     if not self._pending:
                         break
+                # A fair share, not all of it: the other lanes are as fast, and a lane runs its
+                # batch page after page, so one lane taking everything would leave the others
+                # idle and make every request wait for the whole batch.
+                share = -(-ready_pages(self._pending) // self.lanes)
                 batch, expired = take_batch(
                     self._pending,
-                    max_pages=self.max_batch_size,
+                    max_pages=max(1, min(self.max_batch_size, share)),
                     max_items=self.max_items,
                     now=time.monotonic(),
                 )

@@ -28,8 +28,8 @@ sample: $(STAMP)
 	$(BIN)/ocrserve ocr $(SAMPLE)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
 
 test: $(STAMP) lint

@@ -652,6 +652,7 @@ def measure(
     with probe or contextlib.nullcontext():
         submits = asyncio.run(submit_all(base_url, bodies, args.submitters, t0, f"{queue}-task"))
         res["submit_wall_s"] = time.perf_counter() - t0
+        res["submits"] = submits  # kept even if the wait below breaks
         ids = {r["task_id"] for r in submits if "task_id" in r}
         print(
             f"[async] {mode}: {len(ids)}/{args.tasks} accepted in {res['submit_wall_s']:.1f} s",
@@ -668,7 +669,6 @@ def measure(
     cpu1 = cpu_snapshot(procs)
     res["cpu"] = cpu_usage(cpu0, cpu1, t_end + SETTLE_S - t0, [p.name for p in procs])
     res["rss_mb"] = {p.name: p.rss_mb() for p in procs}
-    res["submits"] = submits
     res["arrivals"] = [{**a.__dict__, "at": a.at - t0, "wall": a.wall} for a in receiver.snapshot()]
     res["t0_wall"] = wall0
     # Read back after the clock stopped: these GETs are not part of what is measured.
@@ -1110,9 +1110,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--database-url",
         default=PG_URL,
-        help=f"the celery mode's task table (default {PG_URL}); its {TABLE} table is dropped "
-        "first, so nothing else may use that database during the run (the durability tests "
-        "drop it too)",
+        help=f"the celery mode's task store (default {PG_URL}); its {TABLE} table is dropped "
+        "first, so nothing else may use it during the run; a URL ending in "
+        "?options=-csearch_path%%3D<schema> keeps it in an existing schema of its own",
     )
     ap.add_argument("--eval-dir", type=Path, default=DEFAULT_EVAL_DIR)
     ap.add_argument(

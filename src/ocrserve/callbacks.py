@@ -8,6 +8,7 @@ when they are used up, or on any other 4xx at once, the callback is a dead lette
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -136,27 +137,25 @@ def _record(started: float, status: int | None, error: str | None, n: int) -> di
 async def run_due(
     store: TaskStore, policy: CallbackPolicy, client: httpx.AsyncClient, *, run_sync: Any
 ) -> int:
-    """Attempt every callback that is due; returns how many were attempted.
+    """Attempt every callback that is due, concurrently; returns how many were attempted.
 
-    ``run_sync`` runs a blocking store call off the event loop (``run_in_threadpool``).
+    Concurrently, so that one slow receiver (up to ``policy.timeout``) does not hold back the
+    callbacks due behind it. ``run_sync`` runs a blocking store call off the event loop.
     """
     due = await run_sync(store.due_callbacks, time.time())
-    attempted = 0
-    for task_id in due:
+
+    async def one(task_id: str) -> bool:
         row = await run_sync(store.claim_callback, task_id, policy.timeout + 30.0)
         if row is None:
-            continue  # another dispatcher took it
+            return False  # another dispatcher took it
         record, state, delay = await deliver(row, policy, client)
         next_at = time.time() + delay if delay is not None else None
-        await run_sync(
-            lambda r=record, s=state, n=next_at, t=task_id: store.record_attempt(
-                t, r, state=s, next_at=n
-            )
-        )
-        attempted += 1
+        await run_sync(lambda: store.record_attempt(task_id, record, state=state, next_at=next_at))
         log.info(
             "callback attempt",
             extra={"task_id": task_id, "state": state, "status_code": record["status_code"],
                    "error": record["error"], "next_in": delay},
         )  # fmt: skip
-    return attempted
+        return True
+
+    return sum(await asyncio.gather(*(one(t) for t in due)))

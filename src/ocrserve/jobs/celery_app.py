@@ -38,8 +38,11 @@ log = logging.getLogger(__name__)
 
 TASK_NAME = "ocrserve.run_task"
 SWEEP_EVERY_S = 10.0
-#: A queued task with no worker on it after this long has probably lost its message.
-LOST_AFTER_S = 60.0
+#: A queued task whose message was sent this long ago and that no worker has taken may have
+#: lost it (an API node died between insert and publish; a broker lost a message). Sending
+#: another is harmless (claims are atomic, a finished task is skipped) but not free: during a
+#: long backlog every waiting task gets one extra message per this period, no more.
+LOST_AFTER_S = 600.0
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -185,7 +188,7 @@ class _Background:
                     sent = await run_due(rt.store, rt.policy, http, run_sync=asyncio.to_thread)
                     if time.time() - last_sweep > SWEEP_EVERY_S:
                         last_sweep = time.time()
-                        for task_id in rt.store.stale(time.time() - LOST_AFTER_S):
+                        for task_id in rt.store.unpublished(time.time() - LOST_AFTER_S):
                             enqueue(self.app, task_id)
                     if not sent:
                         await asyncio.sleep(0.1)
@@ -224,6 +227,8 @@ def run_worker(settings: Settings) -> None:
             "--pool=threads",
             f"--concurrency={settings.lane_count(on_gpu)}",
             f"--queues={settings.task_queue}",
+            # A node name of its own: two workers on one host must not share celery@host.
+            f"--hostname=ocrserve-{os.getpid()}@{socket.gethostname()}",
             f"--loglevel={settings.log_level.upper()}",
             "--without-gossip",
             "--without-mingle",

@@ -32,6 +32,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    func,
     select,
     update,
 )
@@ -71,6 +72,8 @@ class TaskRow(Base):
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     lease_until: Mapped[float | None] = mapped_column(Float)
+    #: When a queue message for it was last sent (Celery mode): the sweeper's clock.
+    published_at: Mapped[float | None] = mapped_column(Float)
     worker: Mapped[str | None] = mapped_column(String(128))
     runs: Mapped[int] = mapped_column(Integer, default=0)
     callback_url: Mapped[str | None] = mapped_column(Text)
@@ -276,18 +279,29 @@ class TaskStore:
                 return row
         return None
 
-    def stale(self, older_than: float) -> list[str]:
-        """Queued tasks older than ``older_than`` and running ones whose lease ran out."""
+    def mark_published(self, task_id: str) -> None:
+        with self.session() as s:
+            s.execute(update(TaskRow).where(TaskRow.id == task_id).values(published_at=time.time()))
+
+    def unpublished(self, older_than: float) -> list[str]:
+        """Tasks that may have lost their queue message: queued, with no message sent since
+        ``older_than``, and running ones whose worker died (lease over). Marks them sent."""
         now = time.time()
         with self.session() as s:
-            return list(
+            ids = list(
                 s.scalars(
                     select(TaskRow.id).where(
-                        ((TaskRow.status == QUEUED) & (TaskRow.created_at < older_than))
+                        (
+                            (TaskRow.status == QUEUED)
+                            & (func.coalesce(TaskRow.published_at, TaskRow.created_at) < older_than)
+                        )
                         | ((TaskRow.status == RUNNING) & (TaskRow.lease_until < now))
                     )
                 )
             )
+            if ids:
+                s.execute(update(TaskRow).where(TaskRow.id.in_(ids)).values(published_at=now))
+            return ids
 
     def release_all(self) -> int:
         """At start of the single embedded process: nothing can be running, requeue it."""

@@ -233,9 +233,9 @@ class Server:
         cmd = [sys.executable, "-m", "ocrserve", "serve", "--host", HOST, "--port", str(port)]
         self._log_file = log.open("w", encoding="utf-8")
         self.t_spawn = time.perf_counter()
-        self.proc = subprocess.Popen(
-            cmd, stdout=self._log_file, stderr=subprocess.STDOUT, env=server_env(config)
-        )
+        # A data folder of its own: the task database, never the user's.
+        env = server_env(config) | {"OCRSERVE_DATA_DIR": str(log.parent / f"data-{config}")}
+        self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT, env=env)
         self.ps = psutil.Process(self.proc.pid)
         self.ready_s: float | None = None
 

@@ -311,3 +311,17 @@ async def test_a_failed_fetch_fails_the_task_with_a_clear_code(
         await wait_until(lambda: receiver.delivered())
         event = receiver.delivered()[0]["event"]
         assert event["status"] == "failed" and event["error"]["code"] == "url_fetch_failed"
+
+
+def test_a_task_table_of_another_version_is_refused_at_start(tmp_path: Path) -> None:
+    import sqlite3
+
+    from ocrserve import StoreError
+    from ocrserve.jobs.store import TaskStore
+
+    db = tmp_path / "old.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE ocr_tasks (id VARCHAR(32) PRIMARY KEY, status VARCHAR(16))")
+    with pytest.raises(StoreError, match="another version of ocrserve") as info:
+        TaskStore(f"sqlite:///{db}")
+    assert "published_at" in str(info.value)

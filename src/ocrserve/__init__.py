@@ -9,7 +9,9 @@ from ocrserve.config import Settings
 from ocrserve.decode import DecodeLimits, decode_bytes, decode_path
 from ocrserve.engine import Engine, ModelSet, RuntimeOptions
 from ocrserve.errors import (
+    AuthError,
     CorruptFileError,
+    DeadlineExceededError,
     EngineError,
     FileTooLargeError,
     InputError,
@@ -19,17 +21,26 @@ from ocrserve.errors import (
     ModelNotFoundError,
     OCRServeError,
     OptionError,
+    QueueFullError,
+    RateLimitedError,
+    ServiceError,
+    StoreError,
     TooManyPagesError,
     TooManyPixelsError,
     UnreadableFileError,
     UnsupportedFormatError,
+    URLError,
+    URLFetchError,
+    URLNotAllowedError,
 )
 from ocrserve.types import Document, Line, OCROptions, Page, PageResult, Timings
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuthError",
     "CorruptFileError",
+    "DeadlineExceededError",
     "DecodeLimits",
     "Document",
     "Engine",
@@ -47,11 +58,18 @@ __all__ = [
     "OptionError",
     "Page",
     "PageResult",
+    "QueueFullError",
+    "RateLimitedError",
     "RuntimeOptions",
+    "ServiceError",
     "Settings",
+    "StoreError",
     "Timings",
     "TooManyPagesError",
     "TooManyPixelsError",
+    "URLError",
+    "URLFetchError",
+    "URLNotAllowedError",
     "UnreadableFileError",
     "UnsupportedFormatError",
     "__version__",

@@ -20,6 +20,7 @@ that the HTTP layer maps to a status in one place::
     ├── ModelError                     model_error          (unusable model, runtime failure)
     │   └── ModelNotFoundError         model_not_found      .path .searched .expected_sha256
     ├── EngineError                    engine_error         (an internal invariant broke: a bug)
+    ├── StoreError                     store_error          .url (the task database is unusable)
     └── ServiceError                   (the service, not the input)
         ├── QueueFullError             queue_full           .retry_after
         ├── DeadlineExceededError      deadline_exceeded    .timeout
@@ -195,6 +196,16 @@ class URLFetchError(URLError):
     def __init__(self, message: str, *, url: str, status: int | None = None) -> None:
         super().__init__(message, url=url)
         self.status = status
+
+
+class StoreError(OCRServeError):
+    """The task database cannot be used (unreachable, or made by another version)."""
+
+    code = "store_error"
+
+    def __init__(self, message: str, *, url: str) -> None:
+        super().__init__(message)
+        self.url = url
 
 
 class ServiceError(OCRServeError):

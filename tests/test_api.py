@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import http.server
 import io
 import tempfile
-import threading
 import zlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,13 +14,11 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from asgi_lifespan import LifespanManager
 from PIL import Image
 
 from ocrserve import Engine, Settings
-from ocrserve.api import create_app
 
-from .conftest import FIXTURES
+from .conftest import FIXTURES, client_for
 
 pytestmark = pytest.mark.anyio
 
@@ -30,11 +26,6 @@ PHOTOTEST = (FIXTURES / "phototest.tif").read_bytes()
 PARAGRAPH = (FIXTURES / "en_doc_paragraph.jpg").read_bytes()
 LONG_LINE = (FIXTURES / "en_line_long_text.jpg").read_bytes()
 PDF = (FIXTURES / "irs_f1040nr.pdf").read_bytes()
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 #: Task database and webhook secret of these apps: never the user's own data folder.
@@ -46,15 +37,6 @@ def settings(**overrides: Any) -> Settings:
         "lanes": 2, "cache_max_entries": 64, "log_json": False, "data_dir": DATA_DIR,
     }  # fmt: skip
     return Settings(**(base | overrides))
-
-
-async def client_for(s: Settings, engine: Engine) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(s, engine=engine)
-    # Shutdown lets a lane finish the page it is on: allow for a slow, busy machine.
-    async with LifespanManager(app, startup_timeout=120, shutdown_timeout=120) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://ocr.test") as client:
-            yield client
 
 
 @pytest.fixture
@@ -265,25 +247,6 @@ async def test_past_the_deadline_504(engine: Engine) -> None:
 
 
 # --- image_url -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def file_server() -> Iterator[str]:
-    """A plain HTTP server on loopback serving the fixtures folder."""
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, directory=str(FIXTURES), **kwargs)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 async def test_image_url_refuses_private_addresses_by_default(

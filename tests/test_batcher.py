@@ -69,11 +69,6 @@ class Recorder:
         self.depths.append(pages)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def test_concurrent_requests_share_engine_calls_and_get_their_own_pages(
     engine: Engine,
 ) -> None:

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import random
-import socket
 import subprocess
 import sys
 import threading
@@ -52,7 +51,7 @@ from ocrserve.client.cli import client_app
 from ocrserve.errors import OCRServeError, UnreadableFileError
 from ocrserve.webhooks import generate_secret, headers_for, sign
 
-from .conftest import FIXTURES
+from .conftest import FIXTURES, free_port
 
 LINE = FIXTURES / "en_line_long_text.jpg"
 LINE_TEXT = "采用高端宝石制作镜片，更有效保护眼睛，避免辐射"
@@ -137,13 +136,6 @@ class Sleeps(list[float]):
 
     async def asleep(self, seconds: float) -> None:
         self(seconds)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 # --- a real server -----------------------------------------------------------------------------
@@ -752,8 +744,3 @@ def test_all_lists_exactly_the_public_names() -> None:
         if not name.startswith("_") and not isinstance(getattr(ocrserve.client, name), ModuleType)
     }
     assert set(ocrserve.client.__all__) == public
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"

@@ -6,12 +6,10 @@ PostgreSQL (postgresql://postgres@127.0.0.1:5432/test), as the issue asks.
 
 from __future__ import annotations
 
-import http.server
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,36 +20,10 @@ import pytest
 import requests
 import sqlalchemy
 
-from .conftest import FIXTURES
-from .test_server import free_port
-from .test_tasks import SECRET, Receiver
+from .conftest import SECRET, Receiver, free_port
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.server.shutdown()
-    r.server.server_close()
-
-
-@pytest.fixture
-def file_server() -> Iterator[str]:
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, directory=str(FIXTURES), **kwargs)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,14 +12,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from .conftest import FIXTURES
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from .conftest import FIXTURES, free_port
 
 
 @pytest.fixture(scope="module")

@@ -4,80 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import http.server
 import itertools
 import json
-import threading
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
 from ocrserve import Engine, Settings
-from ocrserve.api import create_app
-from ocrserve.webhooks import verify
 
-from .conftest import FIXTURES
+from .conftest import FIXTURES, SECRET, Receiver, client_for
 
 pytestmark = pytest.mark.anyio
 
-SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 LONG_LINE = (FIXTURES / "en_line_long_text.jpg").read_bytes()
 PDF = (FIXTURES / "irs_f1040nr.pdf").read_bytes()
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-class Receiver:
-    """A webhook receiver on loopback: checks every signature, answers from a script."""
-
-    def __init__(self) -> None:
-        self.script: list[tuple[int, dict[str, str]]] = []  # answers, then 200 forever
-        self.calls: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["content-length"]))
-                event = verify(body, dict(self.headers.items()), SECRET)  # raises if forged
-                with receiver.lock:
-                    status, headers = receiver.script.pop(0) if receiver.script else (200, {})
-                    receiver.calls.append(
-                        {"at": time.monotonic(), "event": event, "status": status,
-                         "id": self.headers["webhook-id"]}
-                    )  # fmt: skip
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def delivered(self) -> list[dict[str, Any]]:
-        with self.lock:
-            return [c for c in self.calls if 200 <= c["status"] < 300]
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.server.shutdown()
-    r.server.server_close()
 
 
 def task_settings(tmp_path: Path, **overrides: Any) -> Settings:
@@ -90,14 +33,6 @@ def task_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "callback_retry_delays": (0.2, 0.4, 0.6),  # 1 s, 5 s, 15 s in production
     }
     return Settings(**(base | overrides))
-
-
-async def client_for(s: Settings, engine: Engine) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(s, engine=engine)
-    async with LifespanManager(app, startup_timeout=120, shutdown_timeout=120) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://ocr.test") as client:
-            yield client
 
 
 async def wait_for(client: httpx.AsyncClient, task_id: str, timeout: float = 120) -> dict[str, Any]:

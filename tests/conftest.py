@@ -3,6 +3,8 @@ from __future__ import annotations
 import base64
 import http.server
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -44,6 +46,28 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def start_serve(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    """Start a real `ocrserve serve` on loopback; return once its /ready answers 200."""
+    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ocrserve", "serve", "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"ocrserve serve did not become ready:\n{log.read_text()}")
+        time.sleep(0.2)
 
 
 @pytest.fixture

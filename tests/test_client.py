@@ -11,10 +11,7 @@ import json
 import logging
 import os
 import random
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -51,7 +48,7 @@ from ocrserve.client.cli import client_app
 from ocrserve.errors import OCRServeError, UnreadableFileError
 from ocrserve.webhooks import generate_secret, headers_for, sign
 
-from .conftest import FIXTURES, free_port
+from .conftest import FIXTURES, free_port, start_serve
 
 LINE = FIXTURES / "en_line_long_text.jpg"
 LINE_TEXT = "采用高端宝石制作镜片，更有效保护眼睛，避免辐射"
@@ -144,35 +141,18 @@ class Sleeps(list[float]):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
-    log = (tmp_path_factory.mktemp("client") / "server.log").open("w+")
     env = os.environ | {
-        "OCRSERVE_PORT": str(port),
         "OCRSERVE_MAX_PAGES": "1",
         "OCRSERVE_LANES": "1",
         "OCRSERVE_INTRA_OP_THREADS": "2",
         "OCRSERVE_DATA_DIR": str(tmp_path_factory.mktemp("client-data")),
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ocrserve", "serve"], stdout=log, stderr=subprocess.STDOUT, env=env
-    )
-    base = f"http://127.0.0.1:{port}"
+    proc = start_serve(env, port, tmp_path_factory.mktemp("client") / "server.log")
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                pytest.fail(f"ocrserve serve did not become ready:\n{log.read()}")
-            time.sleep(0.2)
-        yield base
+        yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-        log.close()
 
 
 def test_ocr_of_a_path_returns_a_typed_result(server: str) -> None:

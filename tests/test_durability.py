@@ -20,7 +20,7 @@ import pytest
 import requests
 import sqlalchemy
 
-from .conftest import SECRET, Receiver, free_port
+from .conftest import SECRET, Receiver, free_port, start_serve
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
@@ -38,26 +38,6 @@ def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
     }
 
 
-def start_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ocrserve", "serve", "--port", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
-                return proc
-        except requests.ConnectionError:
-            pass
-        assert proc.poll() is None, log.read_text()
-        time.sleep(0.2)
-    raise AssertionError(log.read_text())
-
-
 def wait_all(base: str, ids: list[str], timeout: float = 240) -> dict[str, dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while True:
@@ -72,7 +52,7 @@ def test_the_articles_async_client_works_unchanged(
     tmp_path: Path, receiver: Receiver, file_server: str
 ) -> None:
     port = free_port()
-    proc = start_server(env_for(tmp_path), port, tmp_path / "server.log")
+    proc = start_serve(env_for(tmp_path), port, tmp_path / "server.log")
     try:
         URL, HOOK = f"{file_server}/en_doc_paragraph.jpg", receiver.url
         # From the mission article, with only the host and port changed:
@@ -103,7 +83,7 @@ def test_sigkill_of_the_embedded_server_loses_nothing(
     log = tmp_path / "server.log"
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = start_server(env, port, log)
+    proc = start_serve(env, port, log)
     ids = []
     for n in range(4):
         r = requests.post(
@@ -121,7 +101,7 @@ def test_sigkill_of_the_embedded_server_loses_nothing(
     proc.send_signal(signal.SIGKILL)  # mid-task, three more queued
     proc.wait(30)
 
-    proc = start_server(env, port, log)
+    proc = start_serve(env, port, log)
     try:
         tasks = wait_all(base, ids)
         assert {t["status"] for t in tasks.values()} == {"succeeded"}
@@ -169,7 +149,7 @@ def test_a_celery_worker_killed_mid_task_another_finishes_it_once(
 ) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    api = start_server(celery_env, port, tmp_path / "api.log")
+    api = start_serve(celery_env, port, tmp_path / "api.log")
     first = start_worker(celery_env, tmp_path / "worker1.log")
     second = None
     try:

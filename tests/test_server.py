@@ -4,49 +4,29 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 
 import pytest
 import requests
 
-from .conftest import FIXTURES, free_port
+from .conftest import FIXTURES, free_port, start_serve
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
-    log = (tmp_path_factory.mktemp("server") / "server.log").open("w+")
+    log = tmp_path_factory.mktemp("server") / "server.log"
     env = os.environ | {
-        "OCRSERVE_PORT": str(port),
         "OCRSERVE_MAX_PAGES": "2",
         "OCRSERVE_DATA_DIR": str(tmp_path_factory.mktemp("server-data")),
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ocrserve", "serve"], stdout=log, stderr=subprocess.STDOUT, env=env
-    )
-    base = f"http://localhost:{port}"
+    proc = start_serve(env, port, log)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if requests.get(f"{base}/ready", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                pytest.fail(f"ocrserve serve did not become ready:\n{log.read()}")
-            time.sleep(0.2)
-        yield base
+        yield f"http://localhost:{port}"
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-        log.seek(0)
-        output = log.read()
-        log.close()
+        output = log.read_text()
         # uvicorn shuts down gracefully, then re-raises the signal it caught
         assert proc.returncode in (0, -signal.SIGTERM), output
         assert "Application shutdown complete" in output

@@ -62,7 +62,7 @@ import sqlalchemy
 
 # bench/ is not a package: running this file puts bench/ first on sys.path, so the other
 # benchmarks' helpers import as top-level modules and all reports share one machine line.
-from engine import comma_list, fmt, machine_info, percentile
+from engine import comma_list, fmt, machine_info, percentile, publish
 from load import log_notes
 
 from ocrserve.jobs.store import TABLE, make_engine
@@ -1064,18 +1064,6 @@ def lost_view(task_id: str, views: dict[str, Any]) -> str:
     )
 
 
-def write_results(section: str, path: Path) -> None:
-    """Replace only the async section; every other section of the file stays as it is."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
-    block = f"{BEGIN}\n{section.rstrip()}\n{END}"
-    if BEGIN in text and END in text:
-        head, _, rest = text.partition(BEGIN)
-        text = head + block + rest.partition(END)[2]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text, encoding="utf-8")
-
-
 def positive(value: str) -> int:
     try:
         n = int(value)
@@ -1167,7 +1155,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     report = render(modes, results, summaries, machine, run_line, build_notes(
         args, modes, results, summaries))  # fmt: skip
-    # Files first: a closed stdout (``| head``) must not lose a long run's results.
     raw = {
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "machine": machine,
@@ -1175,13 +1162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "results": results,
         "markdown": report,
     }
-    raw_path = run.with_suffix(".json")
-    raw_path.write_text(json.dumps(raw, ensure_ascii=False, indent=1), encoding="utf-8")
-    print(f"[async] raw results: {raw_path}", file=sys.stderr)
-    if args.write_results:
-        write_results(report, RESULTS_MD)
-        print(f"[async] updated {RESULTS_MD}", file=sys.stderr)
-    print(report)
+    publish("async", run, raw, report, to_results=args.write_results, begin=BEGIN, end=END)
     bad = any("error" in r for r in results.values()) or any(
         not s.get("accepted")
         or s["lost"]

@@ -634,15 +634,31 @@ def build_notes(
     return notes + pre
 
 
-def write_results(section: str, path: Path) -> None:
+def write_results(section: str, path: Path, begin: str = BEGIN, end: str = END) -> None:
+    """Replace only the section between ``begin`` and ``end``; the rest of the file stays."""
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
-    block = f"{BEGIN}\n{section.rstrip()}\n{END}"
-    if BEGIN in text and END in text:
-        head, _, rest = text.partition(BEGIN)
-        text = head + block + rest.partition(END)[2]
+    block = f"{begin}\n{section.rstrip()}\n{end}"
+    if begin in text and end in text:
+        head, _, rest = text.partition(begin)
+        text = head + block + rest.partition(end)[2]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(text, encoding="utf-8")
+
+
+def publish(
+    tag: str, run: Path, raw: dict[str, Any], report: str, *, to_results: bool,
+    begin: str = BEGIN, end: str = END,
+) -> None:  # fmt: skip
+    """Raw JSON first (a closed stdout, ``| head``, must not lose a long run's results), then
+    the RESULTS.md section when asked, then the report on stdout."""
+    raw_path = run.with_suffix(".json")
+    raw_path.write_text(json.dumps(raw, ensure_ascii=False, indent=1), encoding="utf-8")
+    print(f"[{tag}] raw results: {raw_path}", file=sys.stderr)
+    if to_results:
+        write_results(report, RESULTS_MD, begin, end)
+        print(f"[{tag}] updated {RESULTS_MD}", file=sys.stderr)
+    print(report)
 
 
 def comma_list(value: str, allowed: Sequence[str], what: str) -> list[str]:
@@ -755,7 +771,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_line,
         build_notes(peers, summaries, scores, notes),
     )
-    # Files first: a closed stdout (``| head``) must not lose a long run's results.
     raw = {
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "machine": machine,
@@ -764,13 +779,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "workers": workers,
         "markdown": report,
     }
-    raw_path = run.with_suffix(".json")
-    raw_path.write_text(json.dumps(raw, ensure_ascii=False, indent=1), encoding="utf-8")
-    print(f"[engine] raw results: {raw_path}", file=sys.stderr)
-    if args.write_results:
-        write_results(report, RESULTS_MD)
-        print(f"[engine] updated {RESULTS_MD}", file=sys.stderr)
-    print(report)
+    publish("engine", run, raw, report, to_results=args.write_results)
     failed = any(s["errors"] for s in summaries.values()) or any(
         sc["missing"] for per in scores.values() for sc in per.values()
     )

@@ -53,7 +53,7 @@ import psutil  # type: ignore[import-untyped]  # no stubs in the dev extras
 
 # bench/ is not a package: running this file puts bench/ first on sys.path, so the engine
 # benchmark's helpers import as a top-level module and both reports share one machine line.
-from engine import comma_list, fmt, machine_info, percentile
+from engine import comma_list, fmt, machine_info, percentile, publish
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_EVAL_DIR = ROOT.parent / "shared" / "eval"
@@ -715,18 +715,6 @@ def build_notes(
     return notes
 
 
-def write_results(section: str, path: Path) -> None:
-    """Replace only the load section; anything else in the file (the engine's) stays as is."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
-    block = f"{BEGIN}\n{section.rstrip()}\n{END}"
-    if BEGIN in text and END in text:
-        head, _, rest = text.partition(BEGIN)
-        text = head + block + rest.partition(END)[2]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text, encoding="utf-8")
-
-
 def parse_levels(value: str) -> list[int]:
     try:
         levels = [int(v) for v in value.split(",") if v.strip()]
@@ -845,7 +833,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     notes = build_notes(args, machine, engines, servers, over)
     report, verdicts = render(args, machine, engines, servers, over, run_line, notes)
-    # Files first: a closed stdout (``| head``) must not lose a long run's results.
     raw = {
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "machine": machine,
@@ -855,13 +842,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "verdicts": verdicts,
         "markdown": report,
     }
-    raw_path = run.with_suffix(".json")
-    raw_path.write_text(json.dumps(raw, ensure_ascii=False, indent=1), encoding="utf-8")
-    print(f"[load] raw results: {raw_path}", file=sys.stderr)
-    if args.write_results:
-        write_results(report, RESULTS_MD)
-        print(f"[load] updated {RESULTS_MD}", file=sys.stderr)
-    print(report)
+    publish("load", run, raw, report, to_results=args.write_results, begin=BEGIN, end=END)
     failed = (
         any("error" in e for e in engines.values())
         or any("error" in s for s in servers.values())

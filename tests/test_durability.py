@@ -38,6 +38,21 @@ def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
     }
 
 
+def submit_pdfs(base: str, n: int, file_server: str, receiver: Receiver) -> list[str]:
+    """Submit ``n`` two-page PDF tasks with callbacks; their ids in order."""
+    ids = []
+    for k in range(n):
+        r = requests.post(
+            f"{base}/ocr/async",
+            json={"image_url": f"{file_server}/irs_f1040nr.pdf", "callback_url": receiver.url,
+                  "max_pages": 2, "metadata": {"n": k}},
+            timeout=10,
+        )  # fmt: skip
+        assert r.status_code == 202
+        ids.append(r.json()["task_id"])
+    return ids
+
+
 def wait_all(base: str, ids: list[str], timeout: float = 240) -> dict[str, dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while True:
@@ -84,16 +99,7 @@ def test_sigkill_of_the_embedded_server_loses_nothing(
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     proc = start_serve(env, port, log)
-    ids = []
-    for n in range(4):
-        r = requests.post(
-            f"{base}/ocr/async",
-            json={"image_url": f"{file_server}/irs_f1040nr.pdf", "callback_url": receiver.url,
-                  "max_pages": 2, "metadata": {"n": n}},
-            timeout=10,
-        )  # fmt: skip
-        assert r.status_code == 202
-        ids.append(r.json()["task_id"])
+    ids = submit_pdfs(base, 4, file_server, receiver)
     deadline = time.monotonic() + 60
     while requests.get(f"{base}/task/{ids[0]}", timeout=10).json()["status"] != "running":
         assert time.monotonic() < deadline
@@ -153,16 +159,7 @@ def test_a_celery_worker_killed_mid_task_another_finishes_it_once(
     first = start_worker(celery_env, tmp_path / "worker1.log")
     second = None
     try:
-        ids = []
-        for n in range(3):
-            r = requests.post(
-                f"{base}/ocr/async",
-                json={"image_url": f"{file_server}/irs_f1040nr.pdf", "callback_url": receiver.url,
-                      "max_pages": 2, "metadata": {"n": n}},
-                timeout=10,
-            )  # fmt: skip
-            assert r.status_code == 202
-            ids.append(r.json()["task_id"])
+        ids = submit_pdfs(base, 3, file_server, receiver)
         deadline = time.monotonic() + 300  # the worker loads its models first
         while requests.get(f"{base}/task/{ids[0]}", timeout=10).json()["status"] != "running":
             assert time.monotonic() < deadline, (tmp_path / "worker1.log").read_text()

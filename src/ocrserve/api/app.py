@@ -44,7 +44,7 @@ from ocrserve.cache import MemoryCache, RedisCache, ResultCache, cache_key
 from ocrserve.config import Settings
 from ocrserve.decode import DecodeLimits, decode_bytes
 from ocrserve.engine import Engine
-from ocrserve.engine.session import CPU, resolve_providers
+from ocrserve.engine.session import CPU
 from ocrserve.errors import (
     FileTooLargeError,
     InputError,
@@ -141,10 +141,9 @@ async def _start_tasks(service: Service) -> TaskBackend:
 
 def _build_service(settings: Settings, engine: Engine | None) -> Service:
     if engine is None:
-        on_gpu = resolve_providers(settings.providers)[0] != CPU
-        threads = settings.threads_per_lane(on_gpu)
-        engine = Engine.from_settings(settings.model_copy(update={"intra_op_threads": threads}))
-    on_gpu = engine.providers[0] != CPU
+        engine, lanes = Engine.for_lanes(settings)
+    else:  # an engine passed in (tests share one): lanes as its providers suggest
+        lanes = settings.lane_count(engine.providers[0] != CPU)
     metrics = Metrics()
     cache: ResultCache | None = None
     if settings.redis_url:
@@ -153,7 +152,7 @@ def _build_service(settings: Settings, engine: Engine | None) -> Service:
         cache = MemoryCache(settings.cache_max_entries)
     batcher = Batcher(
         engine,
-        lanes=settings.lane_count(on_gpu),
+        lanes=lanes,
         max_batch_size=settings.max_batch_size,
         max_wait=settings.max_wait_ms / 1000,
         queue_max_pages=settings.queue_max_pages,

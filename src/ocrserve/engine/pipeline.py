@@ -23,7 +23,7 @@ from ocrserve.engine.cls import AngleClassifier, ClsOptions
 from ocrserve.engine.det import DetOptions, TextDetector
 from ocrserve.engine.models import ModelSet, ModelSpec, ensure_int8
 from ocrserve.engine.rec import RecOptions, TextRecognizer
-from ocrserve.engine.session import OrtSession, RuntimeOptions
+from ocrserve.engine.session import CPU, OrtSession, RuntimeOptions, resolve_providers
 from ocrserve.errors import EngineError, LanguageNotInstalledError, OptionError
 from ocrserve.layout import join_text, reading_order
 from ocrserve.types import PRECISIONS, Box, Line, OCROptions, Page, PageResult, Precision, Timings
@@ -100,6 +100,17 @@ class Engine:
             ),
             cache_dir=settings.data_dir / "models",
         )
+
+    @classmethod
+    def for_lanes(cls, settings: Settings) -> tuple[Engine, int]:
+        """An engine sized for the service's inference lanes, and how many lanes to run.
+
+        On CPU the lanes share the cores (``threads_per_lane`` each); on a GPU one lane.
+        """
+        on_gpu = resolve_providers(settings.providers)[0] != CPU
+        threads = settings.threads_per_lane(on_gpu)
+        engine = cls.from_settings(settings.model_copy(update={"intra_op_threads": threads}))
+        return engine, settings.lane_count(engine.providers[0] != CPU)
 
     @property
     def model_version(self) -> str:

@@ -29,7 +29,6 @@ from ocrserve.callbacks import CallbackPolicy, run_due
 from ocrserve.config import Settings
 from ocrserve.decode import DecodeLimits
 from ocrserve.engine import Engine
-from ocrserve.engine.session import CPU, resolve_providers
 from ocrserve.jobs.runner import RunnerConfig, execute
 from ocrserve.jobs.store import FINISHED, RUNNING, TaskStore
 from ocrserve.types import OCROptions, Page, PageResult
@@ -83,6 +82,7 @@ class _Runtime:
     config: RunnerConfig
     policy: CallbackPolicy
     name: str
+    lanes: int
 
 
 _runtime: _Runtime | None = None
@@ -94,9 +94,7 @@ def runtime(settings: Settings) -> _Runtime:
     global _runtime
     with _runtime_lock:
         if _runtime is None:
-            on_gpu = resolve_providers(settings.providers)[0] != CPU
-            threads = settings.threads_per_lane(on_gpu)
-            engine = Engine.from_settings(settings.model_copy(update={"intra_op_threads": threads}))
+            engine, lanes = Engine.for_lanes(settings)
             _runtime = _Runtime(
                 settings=settings,
                 store=TaskStore(settings.task_database_url()),
@@ -104,6 +102,7 @@ def runtime(settings: Settings) -> _Runtime:
                 config=runner_config(settings, engine),
                 policy=callback_policy(settings),
                 name=f"{socket.gethostname()}-{os.getpid()}",
+                lanes=lanes,
             )
         return _runtime
 
@@ -219,13 +218,12 @@ def _stop_background(**_: Any) -> None:
 def run_worker(settings: Settings) -> None:
     """``ocrserve worker``: a Celery worker with one thread per inference lane."""
     app = make_celery(settings)
-    on_gpu = resolve_providers(settings.providers)[0] != CPU
-    runtime(settings)  # load models before taking the first message
+    rt = runtime(settings)  # load models before taking the first message
     app.worker_main(
         [
             "worker",
             "--pool=threads",
-            f"--concurrency={settings.lane_count(on_gpu)}",
+            f"--concurrency={rt.lanes}",
             f"--queues={settings.task_queue}",
             # A node name of its own: two workers on one host must not share celery@host.
             f"--hostname=ocrserve-{os.getpid()}@{socket.gethostname()}",

@@ -25,7 +25,7 @@ import httpx
 from celery import Celery, Task
 from celery.signals import worker_ready, worker_shutdown
 
-from ocrserve.callbacks import CallbackPolicy, run_due
+from ocrserve.jobs.delivery import CallbackPolicy, run_due
 from ocrserve.config import Settings
 from ocrserve.decode import DecodeLimits
 from ocrserve.engine import Engine

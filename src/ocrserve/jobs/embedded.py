@@ -20,7 +20,7 @@ import httpx
 from starlette.concurrency import run_in_threadpool
 
 from ocrserve.batcher import Batcher
-from ocrserve.callbacks import CallbackPolicy, run_due
+from ocrserve.jobs.delivery import CallbackPolicy, run_due
 from ocrserve.jobs.runner import RunnerConfig, execute
 from ocrserve.jobs.store import TaskStore
 from ocrserve.types import OCROptions, Page, PageResult

@@ -79,6 +79,9 @@ class TaskRow(Base):
     published_at: Mapped[float | None] = mapped_column(Float)
     worker: Mapped[str | None] = mapped_column(String(128))
     runs: Mapped[int] = mapped_column(Integer, default=0)
+    #: A run that failed with an error is queued again, not before this time (the retry budget
+    #: is ``runs``; the schedule is data on the row, as the callback's is).
+    next_attempt_at: Mapped[float | None] = mapped_column(Float)
     callback_url: Mapped[str | None] = mapped_column(Text)
     callback_state: Mapped[str | None] = mapped_column(String(16), index=True)
     callback_next_at: Mapped[float | None] = mapped_column(Float, index=True)

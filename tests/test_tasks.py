@@ -254,9 +254,15 @@ def test_a_task_table_of_another_version_is_refused_at_start(tmp_path: Path) -> 
     from ocrserve import StoreError
     from ocrserve.jobs.store import TaskStore
 
+    # Tables of earlier versions are migrated (tests/test_migrations.py); one that is no known
+    # revision is refused, and left as it was.
     db = tmp_path / "old.db"
     with sqlite3.connect(db) as conn:
         conn.execute("CREATE TABLE ocr_tasks (id VARCHAR(32) PRIMARY KEY, status VARCHAR(16))")
     with pytest.raises(StoreError, match="another version of ocrserve") as info:
         TaskStore(f"sqlite:///{db}")
     assert "published_at" in str(info.value)
+    with sqlite3.connect(db) as conn:
+        tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(ocr_tasks)")]
+    assert (tables, columns) == ([("ocr_tasks",)], ["id", "status"])

@@ -3,6 +3,7 @@
 ocrserve serve [--host 127.0.0.1] [--port 8000]
 ocrserve ocr FILE... [--format text|json|jsonl] [--lang ch] [--precision int8] [--no-cls]
 ocrserve models [--precision int8]
+ocrserve db upgrade | current
 """
 
 from __future__ import annotations
@@ -126,6 +127,46 @@ def dlq_replay(task_ids: Annotated[list[str], typer.Argument(help="Tasks to send
         typer.echo(f"{t}: error: not a dead letter", err=True)
     if missing:
         raise typer.Exit(1)
+
+
+db_app = typer.Typer(no_args_is_help=True, help="The task database's schema (migrations).")
+app.add_typer(db_app, name="db")
+
+
+def _revision(revision: str | None) -> str:
+    from ocrserve.jobs.schema import head
+
+    if revision is None:
+        return "none (no revision recorded)"
+    return f"{revision} (head)" if revision == head() else revision
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Migrate the task table to this version's schema (servers and workers also do at start)."""
+    from ocrserve.jobs.schema import migrate
+    from ocrserve.jobs.store import make_engine
+
+    engine = make_engine(_settings().task_database_url())
+    try:
+        typer.echo(_revision(migrate(engine)))
+    except OCRServeError as e:
+        raise _fail(e) from e
+    finally:
+        engine.dispose()
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the task table's revision."""
+    from ocrserve.jobs.schema import current
+    from ocrserve.jobs.store import make_engine
+
+    engine = make_engine(_settings().task_database_url())
+    try:
+        typer.echo(_revision(current(engine)))
+    finally:
+        engine.dispose()
 
 
 @app.command()
@@ -258,4 +299,7 @@ def version() -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Alembic lists its autogenerate plugins at INFO when imported, in every process at every
+    # start; that says nothing about the database ("Running upgrade ..." lines still do).
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     app()

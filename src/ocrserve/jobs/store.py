@@ -33,7 +33,6 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
-    inspect,
     select,
     update,
 )
@@ -41,7 +40,7 @@ from sqlalchemy.engine import Engine as SQLEngine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from ocrserve.errors import StoreError
+from ocrserve.jobs.schema import migrate
 
 QUEUED, RUNNING = "queued", "running"
 SUCCEEDED, PARTIAL, FAILED, CANCELLED = "succeeded", "partial_success", "failed", "cancelled"
@@ -150,22 +149,12 @@ class TaskStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
-        Base.metadata.create_all(self.engine)
-        self._check_schema()
+        try:
+            migrate(self.engine)
+        except BaseException:
+            self.engine.dispose()
+            raise
         self._session = sessionmaker(self.engine, expire_on_commit=False)
-
-    def _check_schema(self) -> None:
-        """create_all makes a missing table but never changes an existing one: a table made by
-        another version would fail later, on some query, in a background loop. Fail here."""
-        have = {c["name"] for c in inspect(self.engine).get_columns(TABLE)}
-        missing = sorted({c.name for c in TaskRow.__table__.columns} - have)
-        if missing:
-            raise StoreError(
-                f"the task table in {self.engine.url.render_as_string(hide_password=True)} was "
-                f"made by another version of ocrserve (no column {', '.join(missing)}); move the "
-                "database aside or point OCRSERVE_DATABASE_URL at a new one",
-                url=self.url,
-            )
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -1,0 +1,1 @@
+"""The revisions, one file each, in order of their ``down_revision`` chain."""

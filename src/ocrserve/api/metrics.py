@@ -37,6 +37,13 @@ class Metrics:
         self.rejections = Counter(
             "ocrserve_rejections", "Requests refused for load.", ["reason"], registry=r
         )
+        self.loop_restarts = Counter(
+            "ocrserve_loop_restarts",
+            "Background loops (task workers, heartbeat, dispatcher, janitor) that raised and "
+            "went on after a backoff.",
+            ["loop"],
+            registry=r,
+        )
 
     def observe_batch(self, pages: int, items: int, seconds: float) -> None:
         self.pages.inc(pages)

@@ -2,30 +2,86 @@
 
 Worker coroutines take tasks from the task table (the queue is the table: ``claim_next``) and
 run them through the process's batcher, next to the sync requests. A dispatcher sends due
-callbacks; a janitor purges finished tasks past their retention. At start the process owns
-the SQLite file alone, so tasks left running by a killed process are queued again at once, and
-callbacks left pending are due: nothing accepted is lost.
+callbacks; a janitor ends tasks out of runs and purges finished ones past their retention.
+Every loop runs under :func:`~ocrserve.jobs.supervisor.supervise`.
+
+Embedded mode owns its SQLite database alone: it holds an exclusive lock on a file beside it
+for as long as it runs, so a second ``ocrserve serve`` on the same data folder refuses to
+start instead of taking the first one's tasks. Holding the lock, the process knows every lease
+in the table belongs to a process that is gone: at start those leases end at once (the runs
+count against the budget) and callbacks a dead process was sending are due again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import fcntl
 import logging
 import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import httpx
+from sqlalchemy.engine import make_url
 from starlette.concurrency import run_in_threadpool
 
 from ocrserve.batcher import Batcher
+from ocrserve.errors import StoreError
 from ocrserve.jobs.delivery import CallbackPolicy, run_due
 from ocrserve.jobs.runner import RunnerConfig, execute
 from ocrserve.jobs.store import TaskStore
+from ocrserve.jobs.supervisor import BURST_POLL_S, OnRestart, supervise
 from ocrserve.types import OCROptions, Page, PageResult
 
 log = logging.getLogger(__name__)
+
+
+class DatabaseLock:
+    """An exclusive ``flock`` on ``<database>.lock``, held while the embedded workers run.
+
+    >>> lock = DatabaseLock.for_url("sqlite:////data/tasks.db")  # doctest: +SKIP
+    >>> lock.acquire(); ...; lock.release()                      # doctest: +SKIP
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    @classmethod
+    def for_url(cls, url: str) -> DatabaseLock:
+        parsed = make_url(url)
+        if parsed.get_backend_name() != "sqlite" or not parsed.database:
+            raise StoreError(
+                "the embedded task workers run on SQLite only, which they own alone; for "
+                f"{parsed.render_as_string(hide_password=True)} set OCRSERVE_BROKER_URL too "
+                "and run `ocrserve worker` processes (distributed mode), or unset "
+                "OCRSERVE_DATABASE_URL",
+                url=url,
+            )
+        return cls(Path(parsed.database).with_name(Path(parsed.database).name + ".lock"))
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise StoreError(
+                f"another ocrserve process (pid {holder}) runs the tasks of "
+                f"{self.path.with_suffix('')}; one `ocrserve serve` per data folder "
+                "(OCRSERVE_DATA_DIR), or the distributed mode for several",
+                url=str(self.path),
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
 
 
 class EmbeddedWorkers:
@@ -33,6 +89,7 @@ class EmbeddedWorkers:
 
     >>> workers = EmbeddedWorkers(store, batcher, config, policy, workers=2)  # doctest: +SKIP
     >>> await workers.start(); workers.notify(); await workers.stop()        # doctest: +SKIP
+    >>> await workers.drain()   # burst: run what is queued and due, then return  # doctest: +SKIP
     """
 
     def __init__(
@@ -46,6 +103,7 @@ class EmbeddedWorkers:
         retention: float = 24 * 3600,
         request_timeout: float = 3600.0,
         poll: float = 0.5,
+        on_restart: OnRestart | None = None,
     ) -> None:
         self.store = store
         self.batcher = batcher
@@ -55,82 +113,109 @@ class EmbeddedWorkers:
         self.retention = retention
         self.request_timeout = request_timeout
         self.poll = poll
+        self.on_restart = on_restart
         self.name = f"embedded-{os.getpid()}"
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._http = httpx.AsyncClient(follow_redirects=False)
 
     async def start(self) -> None:
-        requeued = await run_in_threadpool(self.store.release_all)
-        if requeued:
-            log.warning("requeued %d tasks left running by a previous process", requeued)
-        loops = [self._work(n) for n in range(self.workers)]
-        loops += [self._dispatch(), self._janitor()]
+        """Recover what a dead process left, then start the loops. The caller holds the
+        database's :class:`DatabaseLock`."""
+        expired = await run_in_threadpool(self.store.expire_leases)
+        if expired:
+            log.warning("took back %d tasks left running by a previous process", expired)
+        resent = await run_in_threadpool(self.store.release_callbacks)
+        if resent:
+            log.warning("%d callbacks a previous process was sending are due again", resent)
+        loops = [
+            supervise(f"worker-{n}", self._work_step(f"{self.name}-{n}"),
+                      on_restart=self.on_restart, wake=self._wake)
+            for n in range(self.workers)
+        ]  # fmt: skip
+        loops += [
+            supervise("dispatcher", self._dispatch_step, on_restart=self.on_restart),
+            supervise("janitor", self._janitor_step, on_restart=self.on_restart),
+        ]
         self._tasks = [asyncio.create_task(c) for c in loops]
         self.notify()
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-        self._tasks.clear()
-        await self._http.aclose()
+        """Cancel the loops and close the HTTP client, whatever state the loops are in."""
+        try:
+            for t in self._tasks:
+                t.cancel()
+            outcomes = await asyncio.gather(*self._tasks, return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, Exception):
+                    log.error("a task loop had ended with an error", exc_info=outcome)
+            self._tasks.clear()
+        finally:
+            await self._http.aclose()
 
     def notify(self) -> None:
         """A task was queued: wake an idle worker now rather than at its next poll."""
         self._wake.set()
 
+    async def drain(self) -> None:
+        """Burst mode: run every task that is queued (waiting out retry delays), send every
+        callback (waiting out its schedule), then return. For tests and one-off runs; the
+        loops of :meth:`start` must not be running."""
+        run_one = self._work_step(f"{self.name}-burst")
+        while True:
+            ran = await run_one() == 0
+            sent = await run_due(self.store, self.policy, self._http, run_sync=run_in_threadpool)
+            await run_in_threadpool(self.store.reap, self.config.max_runs)
+            if ran or sent:
+                continue
+            if not await run_in_threadpool(self.store.outstanding):
+                return
+            await asyncio.sleep(BURST_POLL_S)  # a retry or a callback is not due yet
+
     async def _recognise(self, pages: Sequence[Page], options: OCROptions) -> list[PageResult]:
         return await self.batcher.run(pages, options, timeout=self.request_timeout)
 
-    async def _work(self, n: int) -> None:
-        worker = f"{self.name}-{n}"
-        while True:
-            row = await run_in_threadpool(self.store.claim_next, worker, self.config.lease)
-            if row is None:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll)
-                continue
-            try:
-                await execute(
-                    row,
-                    store=self.store,
-                    worker=worker,
-                    config=self.config,
-                    recognise=self._recognise,
-                    http=self._http,
-                    run_sync=run_in_threadpool,
-                )
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug in one task must not stop the worker; the lease recovers it
-                log.exception("task %s crashed its worker run", row.id)
-            self.notify()  # more may be waiting behind it
+    def _work_step(self, worker: str) -> _WorkStep:
+        return _WorkStep(self, worker)
 
-    async def _dispatch(self) -> None:
-        while True:
-            try:
-                if not await run_due(
-                    self.store, self.policy, self._http, run_sync=run_in_threadpool
-                ):
-                    await asyncio.sleep(0.1)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("callback dispatch failed; retrying")
-                await asyncio.sleep(1.0)
+    async def _dispatch_step(self) -> float:
+        sent = await run_due(self.store, self.policy, self._http, run_sync=run_in_threadpool)
+        return 0.0 if sent else 0.1
 
-    async def _janitor(self) -> None:
-        while True:
-            try:
-                purged = await run_in_threadpool(self.store.purge, time.time() - self.retention)
-                if purged:
-                    log.info("purged %d finished tasks past retention", purged)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("purge failed")
-            await asyncio.sleep(min(60.0, max(self.retention / 4, 0.5)))
+    async def _janitor_step(self) -> float:
+        ended = await run_in_threadpool(self.store.reap, self.config.max_runs)
+        if ended:
+            log.error("%d tasks failed: their worker stopped on every run", len(ended))
+        purged = await run_in_threadpool(self.store.purge, time.time() - self.retention)
+        if purged:
+            log.info("purged %d finished tasks past retention", purged)
+        return min(60.0, max(self.retention / 4, 0.5))
+
+
+class _WorkStep:
+    """One worker's step: claim the oldest claimable task and run it. Returns 0 after a run
+    (more may be waiting), else the poll interval."""
+
+    def __init__(self, workers: EmbeddedWorkers, worker: str) -> None:
+        self.w = workers
+        self.worker = worker
+
+    async def __call__(self) -> float:
+        w = self.w
+        row = await run_in_threadpool(
+            w.store.claim_next, self.worker, w.config.lease, w.config.max_runs
+        )
+        if row is None:
+            return w.poll
+        await execute(
+            row,
+            store=w.store,
+            worker=self.worker,
+            config=w.config,
+            recognise=w._recognise,
+            http=w._http,
+            run_sync=run_in_threadpool,
+            on_restart=w.on_restart,
+        )
+        w.notify()  # more may be waiting behind it
+        return 0.0

@@ -25,12 +25,15 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    ColumnElement,
     Float,
     Integer,
     LargeBinary,
     String,
     Text,
+    case,
     create_engine,
+    delete,
     event,
     func,
     select,
@@ -47,6 +50,10 @@ SUCCEEDED, PARTIAL, FAILED, CANCELLED = "succeeded", "partial_success", "failed"
 FINISHED = (SUCCEEDED, PARTIAL, FAILED, CANCELLED)
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 TABLE = "ocr_tasks"
+#: The error code of a task whose worker died on every run of its budget.
+WORKER_CRASHED = "worker_crashed"
+#: Rows per DELETE when purging: short statements, short locks.
+PURGE_BATCH = 500
 
 
 class Base(DeclarativeBase):
@@ -84,6 +91,8 @@ class TaskRow(Base):
     callback_url: Mapped[str | None] = mapped_column(Text)
     callback_state: Mapped[str | None] = mapped_column(String(16), index=True)
     callback_next_at: Mapped[float | None] = mapped_column(Float, index=True)
+    #: Set while a dispatcher makes an attempt (a hold, in case it dies mid-attempt).
+    callback_claimed_until: Mapped[float | None] = mapped_column(Float)
     callback_attempts: Mapped[int] = mapped_column(Integer, default=0)
     callback_log: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     callback_last_error: Mapped[str | None] = mapped_column(Text)
@@ -227,95 +236,191 @@ class TaskStore:
     def delete(self, task_id: str) -> bool:
         """Purge a finished task; False if it is not finished."""
         with self.session() as s:
-            row = s.get(TaskRow, task_id)
-            if row is None or row.status not in FINISHED:
-                return False
-            s.delete(row)
-            return True
+            done = s.execute(
+                delete(TaskRow).where(TaskRow.id == task_id, TaskRow.status.in_(FINISHED))
+            )
+            return bool(done.rowcount)  # type: ignore[attr-defined]
 
-    def purge(self, older_than: float) -> int:
-        """Delete tasks finished before ``older_than`` whose callback is settled."""
-        with self.session() as s:
-            rows = s.scalars(
-                select(TaskRow).where(
+    def purge(self, older_than: float, batch: int = PURGE_BATCH) -> int:
+        """Delete tasks finished before ``older_than`` whose callback is settled.
+
+        Set-based, ``batch`` rows per statement: several janitors (API nodes, workers) may run
+        it at once, and a row another one deleted first is simply not there any more.
+        """
+        total = 0
+        while True:
+            expired = (
+                select(TaskRow.id)
+                .where(
                     TaskRow.status.in_(FINISHED),
                     TaskRow.finished_at < older_than,
                     (TaskRow.callback_state.is_(None)) | (TaskRow.callback_state != PENDING),
                 )
-            ).all()
-            for row in rows:
-                s.delete(row)
-            return len(rows)
+                .limit(batch)
+            )
+            with self.session() as s:
+                done = s.execute(delete(TaskRow).where(TaskRow.id.in_(expired)))
+                n = int(done.rowcount)  # type: ignore[attr-defined]
+            total += n
+            if n < batch:
+                return total
 
     # --- workers -----------------------------------------------------------------------------
 
-    def claim(self, task_id: str, worker: str, lease: float) -> TaskRow | None:
-        """Take one task to run: queued, or running with an expired lease (a dead worker)."""
+    @staticmethod
+    def _claimable(now: float, max_runs: int) -> ColumnElement[bool]:
+        """Queued and due, or running with an expired lease (a dead worker) and runs to spare."""
+        return (
+            (TaskRow.status == QUEUED)
+            & (TaskRow.next_attempt_at.is_(None) | (TaskRow.next_attempt_at <= now))
+        ) | ((TaskRow.status == RUNNING) & (TaskRow.lease_until < now) & (TaskRow.runs < max_runs))
+
+    def claim(self, task_id: str, worker: str, lease: float, max_runs: int) -> TaskRow | None:
+        """Take one task to run: queued and due, or running with an expired lease and runs left.
+
+        A task whose worker died ``max_runs`` times is not claimable: :meth:`reap` ends it.
+        """
         now = time.time()
         with self.session() as s:
             done = s.execute(
                 update(TaskRow)
-                .where(
-                    TaskRow.id == task_id,
-                    (TaskRow.status == QUEUED)
-                    | ((TaskRow.status == RUNNING) & (TaskRow.lease_until < now)),
-                )
+                .where(TaskRow.id == task_id, self._claimable(now, max_runs))
                 .values(status=RUNNING, worker=worker, lease_until=now + lease,
-                        started_at=now, runs=TaskRow.runs + 1)
+                        started_at=now, runs=TaskRow.runs + 1, next_attempt_at=None)
             )  # fmt: skip
             if not done.rowcount:  # type: ignore[attr-defined]
                 return None
             return s.get(TaskRow, task_id)
 
-    def claim_next(self, worker: str, lease: float) -> TaskRow | None:
+    def claim_next(self, worker: str, lease: float, max_runs: int) -> TaskRow | None:
         """Claim the oldest claimable task, if any (the embedded workers' queue)."""
         now = time.time()
         for _ in range(5):  # another worker may win the race for the head: try the next one
             with self.session() as s:
                 task_id = s.scalars(
                     select(TaskRow.id)
-                    .where(
-                        (TaskRow.status == QUEUED)
-                        | ((TaskRow.status == RUNNING) & (TaskRow.lease_until < now))
-                    )
+                    .where(self._claimable(now, max_runs))
                     .order_by(TaskRow.created_at)
                     .limit(1)
                 ).first()
             if task_id is None:
                 return None
-            row = self.claim(task_id, worker, lease)
+            row = self.claim(task_id, worker, lease, max_runs)
             if row is not None:
                 return row
         return None
+
+    def next_due(self) -> float | None:
+        """When the earliest task waiting for a retry becomes due (None: none waits)."""
+        with self.session() as s:
+            due: float | None = s.scalar(
+                select(func.min(TaskRow.next_attempt_at)).where(TaskRow.status == QUEUED)
+            )
+            return due
+
+    def outstanding(self) -> int:
+        """Tasks not finished, and callbacks not settled: what a burst run waits for."""
+        with self.session() as s:
+            n = s.scalar(
+                select(func.count())
+                .select_from(TaskRow)
+                .where(TaskRow.status.in_((QUEUED, RUNNING)) | (TaskRow.callback_state == PENDING))
+            )
+            return int(n or 0)
+
+    def reap(self, max_runs: int) -> list[str]:
+        """End tasks whose worker died while running them ``max_runs`` times: ``failed``
+        with code ``worker_crashed``, callback armed. Returns their ids."""
+        now = time.time()
+        with self.session() as s:
+            done = s.execute(
+                update(TaskRow)
+                .where(
+                    TaskRow.status == RUNNING,
+                    TaskRow.lease_until < now,
+                    TaskRow.runs >= max_runs,
+                )
+                .values(
+                    status=FAILED,
+                    finished_at=now,
+                    lease_until=None,
+                    input_bytes=None,
+                    error_code=WORKER_CRASHED,
+                    error_message=(
+                        f"the worker running this task stopped {max_runs} times without "
+                        "finishing it (a crash, a kill or running out of memory)"
+                    ),
+                    callback_state=case((TaskRow.callback_url.is_not(None), PENDING), else_=None),
+                    callback_next_at=case((TaskRow.callback_url.is_not(None), now), else_=None),
+                )
+                .returning(TaskRow.id)
+            )
+            return list(done.scalars())
+
+    def retry_later(self, task_id: str, worker: str, error: tuple[str, str], delay: float) -> bool:
+        """Give a task whose run raised back to the queue, due in ``delay`` seconds; the error
+        is kept as the last one. False if the task is no longer this worker's."""
+        with self.session() as s:
+            done = s.execute(
+                update(TaskRow)
+                .where(TaskRow.id == task_id, TaskRow.worker == worker, TaskRow.status == RUNNING)
+                .values(status=QUEUED, lease_until=None, next_attempt_at=time.time() + delay,
+                        error_code=error[0], error_message=error[1])
+            )  # fmt: skip
+            return bool(done.rowcount)  # type: ignore[attr-defined]
 
     def mark_published(self, task_id: str) -> None:
         with self.session() as s:
             s.execute(update(TaskRow).where(TaskRow.id == task_id).values(published_at=time.time()))
 
-    def unpublished(self, older_than: float) -> list[str]:
-        """Tasks that may have lost their queue message: queued, with no message sent since
-        ``older_than``, and running ones whose worker died (lease over). Marks them sent."""
+    def unpublished(self, lost_before: float, max_runs: int) -> list[str]:
+        """Tasks that need a queue message (Celery mode), each marked sent in the same statement
+        so that concurrent sweepers never both send one:
+
+        - queued, with no message sent since ``lost_before`` (an API node died between insert
+          and publish, a broker lost it);
+        - queued for a retry that is now due, with no message sent since it became due;
+        - running, whose worker died (lease over), with runs left, and no message sent since
+          the lease ran out: once per expiry, however many sweepers look.
+        """
         now = time.time()
+        published = func.coalesce(TaskRow.published_at, TaskRow.created_at)
         with self.session() as s:
-            ids = list(
-                s.scalars(
-                    select(TaskRow.id).where(
-                        (
-                            (TaskRow.status == QUEUED)
-                            & (func.coalesce(TaskRow.published_at, TaskRow.created_at) < older_than)
-                        )
-                        | ((TaskRow.status == RUNNING) & (TaskRow.lease_until < now))
+            done = s.execute(
+                update(TaskRow)
+                .where(
+                    (
+                        (TaskRow.status == QUEUED)
+                        & TaskRow.next_attempt_at.is_(None)
+                        & (published < lost_before)
+                    )
+                    | (
+                        (TaskRow.status == QUEUED)
+                        & (TaskRow.next_attempt_at <= now)
+                        & (published < TaskRow.next_attempt_at)
+                    )
+                    | (
+                        (TaskRow.status == RUNNING)
+                        & (TaskRow.lease_until < now)
+                        & (TaskRow.runs < max_runs)
+                        & (published < TaskRow.lease_until)
                     )
                 )
+                .values(published_at=now)
+                .returning(TaskRow.id)
             )
-            if ids:
-                s.execute(update(TaskRow).where(TaskRow.id.in_(ids)).values(published_at=now))
-            return ids
+            return list(done.scalars())
 
-    def release_all(self) -> int:
-        """At start of the single embedded process: nothing can be running, requeue it."""
+    def expire_leases(self) -> int:
+        """At start of the embedded process, which holds the database's lock: every lease
+        belongs to a process that is gone, so it is over now (each such run counts)."""
+        now = time.time()
         with self.session() as s:
-            done = s.execute(update(TaskRow).where(TaskRow.status == RUNNING).values(status=QUEUED))
+            done = s.execute(
+                update(TaskRow)
+                .where(TaskRow.status == RUNNING, TaskRow.lease_until >= now)
+                .values(lease_until=now - 1e-3)
+            )
             return int(done.rowcount)  # type: ignore[attr-defined]
 
     def heartbeat(self, task_id: str, worker: str, lease: float, pages_done: int,
@@ -361,33 +466,49 @@ class TaskStore:
 
     # --- callbacks ---------------------------------------------------------------------------
 
+    @staticmethod
+    def _callback_due(now: float) -> ColumnElement[bool]:
+        return (
+            (TaskRow.callback_state == PENDING)
+            & (TaskRow.callback_next_at <= now)
+            & (TaskRow.callback_claimed_until.is_(None) | (TaskRow.callback_claimed_until < now))
+        )
+
     def due_callbacks(self, now: float, limit: int = 32) -> list[str]:
         with self.session() as s:
             return list(
                 s.scalars(
                     select(TaskRow.id)
-                    .where(TaskRow.callback_state == PENDING, TaskRow.callback_next_at <= now)
+                    .where(self._callback_due(now))
                     .order_by(TaskRow.callback_next_at)
                     .limit(limit)
                 )
             )
 
     def claim_callback(self, task_id: str, hold: float) -> TaskRow | None:
-        """Take a due callback for one attempt; pushes its next time past the attempt."""
+        """Take a due callback for one attempt, held for ``hold`` seconds (if this dispatcher
+        dies mid-attempt, another takes it after the hold)."""
         now = time.time()
         with self.session() as s:
             done = s.execute(
                 update(TaskRow)
-                .where(
-                    TaskRow.id == task_id,
-                    TaskRow.callback_state == PENDING,
-                    TaskRow.callback_next_at <= now,
-                )
-                .values(callback_next_at=now + hold)
+                .where(TaskRow.id == task_id, self._callback_due(now))
+                .values(callback_claimed_until=now + hold)
             )
             if not done.rowcount:  # type: ignore[attr-defined]
                 return None
             return s.get(TaskRow, task_id)
+
+    def release_callbacks(self) -> int:
+        """At start of the embedded process (which holds the database's lock): attempts in
+        flight were a dead process's; their callbacks are due again now, not after the hold."""
+        with self.session() as s:
+            done = s.execute(
+                update(TaskRow)
+                .where(TaskRow.callback_claimed_until.is_not(None))
+                .values(callback_claimed_until=None)
+            )
+            return int(done.rowcount)  # type: ignore[attr-defined]
 
     def record_attempt(
         self, task_id: str, attempt: dict[str, Any], *, state: str, next_at: float | None
@@ -400,6 +521,7 @@ class TaskStore:
             row.callback_attempts += 1
             row.callback_state = state
             row.callback_next_at = next_at
+            row.callback_claimed_until = None
             row.callback_last_error = attempt.get("error")
 
     def dead_letters(self) -> list[TaskRow]:
@@ -419,6 +541,6 @@ class TaskStore:
                 update(TaskRow)
                 .where(TaskRow.id == task_id, TaskRow.callback_state == DEAD)
                 .values(callback_state=PENDING, callback_next_at=time.time(),
-                        callback_attempts=0)
+                        callback_claimed_until=None, callback_attempts=0)
             )  # fmt: skip
             return bool(done.rowcount)  # type: ignore[attr-defined]

@@ -29,9 +29,24 @@ log = logging.getLogger("webhook_receiver")
 
 
 def handle(event: dict[str, Any]) -> None:
-    """Your work goes here: store the text, notify someone, ..."""
-    result = event.get("result") or {}
-    log.info("task %s %s: %.60r", event.get("task_id"), event.get("status"), result.get("text"))
+    """Your work goes here: store the text, notify someone, ...
+
+    ``event`` is the ``ocr-task-finished`` body (the server's /openapi.json, "webhooks"):
+    ``task_id``, ``status``, ``metadata``, ``error``, and the result's fields at the top
+    level, as ``GET /task`` has them under ``result``: ``text``, ``pages``,
+    ``avg_confidence``, ``page_count``, ... (empty when the task failed: see ``error``).
+    """
+    if event.get("error"):
+        log.warning("task %s %s: %s", event.get("task_id"), event.get("status"), event["error"])
+        return
+    log.info(
+        "task %s %s: %d page(s), confidence %.2f: %.60r",
+        event.get("task_id"),
+        event.get("status"),
+        len(event.get("pages", [])),
+        event.get("avg_confidence", 0.0),
+        event.get("text", ""),
+    )
 
 
 def create_app(secret: str | None = None) -> FastAPI:

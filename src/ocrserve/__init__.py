@@ -10,6 +10,7 @@ from ocrserve.decode import DecodeLimits, decode_bytes, decode_path
 from ocrserve.engine import Engine, ModelSet, RuntimeOptions
 from ocrserve.errors import (
     AuthError,
+    ConfigError,
     CorruptFileError,
     DeadlineExceededError,
     EngineError,
@@ -39,6 +40,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AuthError",
+    "ConfigError",
     "CorruptFileError",
     "DeadlineExceededError",
     "DecodeLimits",

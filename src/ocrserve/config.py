@@ -10,14 +10,32 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ocrserve.errors import ConfigError
 from ocrserve.types import Precision
+from ocrserve.webhooks import generate_secret, parse_secret
 
 
 def _default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "ocrserve"
+
+
+def _create_secret_file(path: Path) -> None:
+    """Write a new secret to ``path`` unless it exists, in one step: a process starting at the
+    same time (a server and a worker) never reads a half-written, empty file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(generate_secret())
+        os.link(tmp, path)  # fails if it exists: then the other process's secret is the one
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
 
 
 class Settings(BaseSettings):
@@ -28,7 +46,11 @@ class Settings(BaseSettings):
     'int8'
     """
 
-    model_config = SettingsConfigDict(env_prefix="OCRSERVE_", extra="ignore", frozen=True)
+    # hide_input_in_errors: values include secrets (API keys, the webhook secret, database
+    # passwords), and a validation error is printed; it names the setting and what it expects.
+    model_config = SettingsConfigDict(
+        env_prefix="OCRSERVE_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     # Models and runtime
     model_dir: Path | None = Field(
@@ -116,19 +138,39 @@ class Settings(BaseSettings):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{self.data_dir / 'tasks.db'}"
 
+    @field_validator("webhook_secret")
+    @classmethod
+    def _usable_secret(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_secret(value)  # its ValueError says what is wrong, never the secret
+        return value
+
     def resolved_webhook_secret(self) -> str:
-        """The configured secret, or one made on first use and kept in the data folder."""
-        if self.webhook_secret:
+        """The configured secret, or one made on first use and kept in the data folder.
+
+        Raises :class:`ConfigError` when the kept one is unusable (empty, truncated, edited):
+        signing with it would let anyone forge callbacks, or fail every one of them.
+        """
+        if self.webhook_secret is not None:
             return self.webhook_secret
         path = self.data_dir / "webhook_secret"
-        if not path.exists():
-            from ocrserve.webhooks import generate_secret
-
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(generate_secret())
-        return path.read_text().strip()
+        try:
+            if not path.exists():
+                _create_secret_file(path)
+            secret = path.read_text().strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(
+                f"cannot read the webhook secret in {path}: {e}", setting="webhook_secret"
+            ) from e
+        try:
+            parse_secret(secret)
+        except ValueError as e:
+            raise ConfigError(
+                f"{path}: {e}; replace the file's content, or delete the file to have a new "
+                "secret made (receivers then need the new one), or set OCRSERVE_WEBHOOK_SECRET",
+                setting="webhook_secret",
+            ) from e
+        return secret
 
     def lane_count(self, on_gpu: bool) -> int:
         if self.lanes:

@@ -21,6 +21,7 @@ that the HTTP layer maps to a status in one place::
     │   └── ModelNotFoundError         model_not_found      .path .searched .expected_sha256
     ├── EngineError                    engine_error         (an internal invariant broke: a bug)
     ├── StoreError                     store_error          .url (the task database is unusable)
+    ├── ConfigError                    config_error         .setting (a setting's value is unusable)
     └── ServiceError                   (the service, not the input)
         ├── QueueFullError             queue_full           .retry_after
         ├── DeadlineExceededError      deadline_exceeded    .timeout
@@ -206,6 +207,17 @@ class StoreError(OCRServeError):
     def __init__(self, message: str, *, url: str) -> None:
         super().__init__(message)
         self.url = url
+
+
+class ConfigError(OCRServeError):
+    """A setting's value cannot be used; ``.setting`` names it. Raised at start where the
+    value is read (the environment's values are checked when Settings is built)."""
+
+    code = "config_error"
+
+    def __init__(self, message: str, *, setting: str) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 class ServiceError(OCRServeError):

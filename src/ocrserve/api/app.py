@@ -23,6 +23,7 @@ from starlette.datastructures import UploadFile
 
 from ocrserve import __version__
 from ocrserve.api import errors as api_errors
+from ocrserve.api.callbacks import declare_callbacks
 from ocrserve.api.metrics import Metrics
 from ocrserve.api.schemas import BatchError, BatchItem, ErrorOut, Health, OCRJSONRequest, OCRResult
 from ocrserve.api.security import KeyCheck, TokenBuckets
@@ -113,6 +114,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         responses={413: {"model": ErrorOut}, 415: {"model": ErrorOut}, 422: {"model": ErrorOut}},
     )
     api_errors.install(app)
+    declare_callbacks(app.webhooks)
     for prefix in ("", "/v1"):
         app.include_router(_router(), prefix=prefix)
         app.include_router(task_router(), prefix=prefix)

@@ -1,43 +1,27 @@
-"""Wire models: what the API accepts and returns (and what /docs shows)."""
+"""Wire models: what the API accepts and returns (and what /docs shows).
+
+The result and task-event models live in :mod:`ocrserve.schemas`, shared with the jobs.
+"""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from ocrserve.schemas import ErrorDetail, OCRResult
 
-class LineOut(BaseModel):
-    text: str
-    confidence: float
-    box: list[list[float]] = Field(description="Four (x, y) corners: TL, TR, BR, BL, in pixels.")
-
-
-class PageOut(BaseModel):
-    page: int
-    width: int
-    height: int
-    text: str
-    avg_confidence: float
-    lines: list[LineOut]
-
-
-class OCRResult(BaseModel):
-    text: str = Field(description="All pages' text in reading order, pages split by a blank line.")
-    avg_confidence: float
-    pages: list[PageOut]
-    page_count: int
-    pages_total: int
-    truncated: bool = Field(description="True when the document had more pages than were read.")
-    model: str
-    timings: dict[str, float]
+__all__ = [
+    "BatchError",
+    "BatchItem",
+    "ErrorDetail",
+    "ErrorOut",
+    "Health",
+    "OCRJSONRequest",
+    "OCRResult",
+]
 
 
 class BatchItem(OCRResult):
     filename: str | None
-
-
-class ErrorDetail(BaseModel):
-    code: str
-    message: str
 
 
 class BatchError(BaseModel):

@@ -8,7 +8,6 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -27,6 +26,7 @@ from ocrserve.api.service import (
 )
 from ocrserve.errors import FileTooLargeError, InputError, OCRServeError
 from ocrserve.fetch import check_url
+from ocrserve.jobs.delivery import error_detail
 from ocrserve.jobs.embedded import EmbeddedWorkers
 from ocrserve.jobs.store import (
     FINISHED,
@@ -37,6 +37,7 @@ from ocrserve.jobs.store import (
     TaskRow,
     TaskStore,
 )
+from ocrserve.schemas import iso_time, task_result
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +56,9 @@ class _Conflict(OCRServeError):
     code = "idempotency_conflict"
 
 
-def _iso(ts: float | None) -> str | None:
-    return datetime.fromtimestamp(ts, UTC).isoformat() if ts else None
-
-
 def task_view(row: TaskRow, request: Request) -> dict[str, Any]:
+    """``GET /task``'s body. Its result and error are the models and code of the callback's
+    (:func:`ocrserve.jobs.delivery.task_event`): one shape, written once."""
     callback = None
     if row.callback_url:
         callback = {
@@ -68,15 +67,16 @@ def task_view(row: TaskRow, request: Request) -> dict[str, Any]:
             "attempts": row.callback_log or [],
             "last_error": row.callback_last_error,
         }
+    result, error = task_result(row.result), error_detail(row)
     return {
         "task_id": row.id,
         "status": row.status,
-        "created_at": _iso(row.created_at),
-        "started_at": _iso(row.started_at),
-        "finished_at": _iso(row.finished_at),
+        "created_at": iso_time(row.created_at),
+        "started_at": iso_time(row.started_at),
+        "finished_at": iso_time(row.finished_at),
         "progress": {"pages_done": row.pages_done, "pages_total": row.pages_total},
-        "result": row.result,
-        "error": {"code": row.error_code, "message": row.error_message} if row.error_code else None,
+        "result": result.model_dump(mode="json") if result is not None else None,
+        "error": error.model_dump(mode="json") if error is not None else None,
         "metadata": row.meta,
         "callback": callback,
         "status_url": str(request.url_for("get_task", task_id=row.id)),

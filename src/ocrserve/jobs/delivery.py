@@ -4,12 +4,19 @@ A 2xx answer is delivered. Timeouts, connection errors, 5xx and 429 are retried 
 delays of ``OCRSERVE_CALLBACK_RETRY_DELAYS`` (1 s, 5 s, 15 s; a longer ``Retry-After`` wins);
 when they are used up, or on any other 4xx at once, the callback is a dead letter, listed by
 ``GET /admin/dead-letters`` and ``ocrserve dlq list`` and sent again by a replay.
+
+Every attempt ends recorded, whatever went wrong: a secret that cannot sign (configuration:
+waiting does not fix it, so a dead letter at once, to replay once the secret is fixed), or an
+unexpected exception (retried on the schedule). One callback's failure never holds back the
+others due in the same round.
+
+The body is a :class:`ocrserve.schemas.TaskEvent`, the ``ocr-task-finished`` webhook of the
+OpenAPI document.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -19,9 +26,10 @@ from typing import Any
 import httpx
 
 from ocrserve import webhooks
-from ocrserve.errors import URLError
+from ocrserve.errors import ConfigError, URLError
 from ocrserve.fetch import check_url
 from ocrserve.jobs.store import DEAD, DELIVERED, PENDING, TaskRow, TaskStore
+from ocrserve.schemas import ErrorDetail, TaskEvent, task_result
 
 log = logging.getLogger(__name__)
 
@@ -44,21 +52,30 @@ def event_id(row: TaskRow) -> str:
     return f"msg_{row.id}_{row.status}"
 
 
+def error_detail(row: TaskRow) -> ErrorDetail | None:
+    """Why the task failed, as the task view and the callback both show it."""
+    if not row.error_code:
+        return None
+    return ErrorDetail(code=row.error_code, message=row.error_message or "")
+
+
+def task_event(row: TaskRow) -> TaskEvent:
+    """The callback's body for a finished task."""
+    return TaskEvent.of(
+        task_id=row.id,
+        status=row.status,
+        metadata=row.meta,
+        error=error_detail(row),
+        created_at=row.created_at,
+        finished_at=row.finished_at,
+        result=task_result(row.result),
+        pages_total=row.pages_total,
+    )
+
+
 def payload(row: TaskRow) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "task_id": row.id,
-        "status": row.status,
-        "metadata": row.meta,
-        "text": "",
-        "pages": [],
-        "avg_confidence": 0.0,
-    }
-    if row.result:
-        body.update(row.result)
-    if row.error_code:
-        body["error"] = {"code": row.error_code, "message": row.error_message}
-    body["task_id"], body["status"] = row.id, row.status
-    return body
+    """The callback's body as JSON-ready data."""
+    return task_event(row).model_dump(mode="json")
 
 
 def next_step(
@@ -93,35 +110,54 @@ def _retry_after(response: httpx.Response) -> float | None:
 async def deliver(
     store_row: TaskRow, policy: CallbackPolicy, client: httpx.AsyncClient
 ) -> tuple[dict[str, Any], str, float | None]:
-    """Make one attempt; returns (the attempt's record, the new state, seconds to the next)."""
+    """Make one attempt; returns (the attempt's record, the new state, seconds to the next).
+
+    Never raises (bar cancellation): whatever goes wrong is the attempt's recorded error.
+    """
     url = store_row.callback_url or ""
     attempt_no = store_row.callback_attempts + 1
-    body = json.dumps(payload(store_row), ensure_ascii=False).encode()
     started = time.time()
     status: int | None = None
     error: str | None = None
     retry_after: float | None = None
     try:
+        webhooks.parse_secret(policy.secret)
+    except ValueError as e:
+        # Configuration: no wait fixes it. A dead letter, replayed once the secret is fixed.
+        log.error("callback of task %s not sent, a dead letter: %s", store_row.id, e)
+        return _record(started, None, f"{ConfigError.code}: {e}", attempt_no), DEAD, None
+    try:
         await check_url(url, allow_private=policy.allow_private, require_https=True)
-        response = await client.post(
-            url,
-            content=body,
-            headers=webhooks.headers_for(event_id(store_row), body, policy.secret),
-            timeout=policy.timeout,
-        )
+        body = task_event(store_row).model_dump_json().encode()
+        headers = webhooks.headers_for(event_id(store_row), body, policy.secret)
+        response = await client.post(url, content=body, headers=headers, timeout=policy.timeout)
         status = response.status_code
         retry_after = _retry_after(response)
         if not 200 <= status < 300:
             error = f"HTTP {status}"
     except URLError as e:
         # A callback target we may not call is final: no schedule makes it allowed.
-        record = _record(started, None, f"{e.code}: {e.message}", attempt_no)
-        return record, DEAD, None
+        return _record(started, None, f"{e.code}: {e.message}", attempt_no), DEAD, None
     except httpx.HTTPError as e:
-        error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        error = _describe(e)
+    except Exception as e:
+        return _unexpected(e, started, attempt_no, policy)
     record = _record(started, status, error, attempt_no)
     state, delay = next_step(attempt_no, status, retry_after, policy.retry_delays)
     return record, state, delay
+
+
+def _unexpected(
+    e: Exception, started: float, attempt_no: int, policy: CallbackPolicy
+) -> tuple[dict[str, Any], str, float | None]:
+    """A bug or an unforeseen failure: logged with its traceback, retried on the schedule."""
+    log.exception("callback attempt %d failed unexpectedly", attempt_no)
+    state, delay = next_step(attempt_no, None, None, policy.retry_delays)
+    return _record(started, None, _describe(e), attempt_no), state, delay
+
+
+def _describe(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
 
 def _record(started: float, status: int | None, error: str | None, n: int) -> dict[str, Any]:
@@ -158,4 +194,12 @@ async def run_due(
         )  # fmt: skip
         return True
 
-    return sum(await asyncio.gather(*(one(t) for t in due)))
+    # return_exceptions: a store error on one callback (its claim runs out and it is tried
+    # again later) must not cancel or lose the others of this round.
+    outcomes = await asyncio.gather(*(one(t) for t in due), return_exceptions=True)
+    for task_id, outcome in zip(due, outcomes, strict=True):
+        if isinstance(outcome, Exception):
+            log.error("callback round failed for task %s", task_id, exc_info=outcome)
+        elif isinstance(outcome, BaseException):
+            raise outcome  # cancellation, KeyboardInterrupt: not ours to swallow
+    return sum(outcome is True for outcome in outcomes)

@@ -339,7 +339,7 @@ async def test_a_heartbeat_that_finds_the_lease_lost_stops_the_run(
 
 
 async def test_heartbeat_errors_do_not_stop_the_run(engine: Engine, store: TaskStore) -> None:
-    workers, batcher, restarts = workers_for(store, engine, lease=0.6)
+    workers, batcher, _ = workers_for(store, engine, lease=0.6)
     real = store.heartbeat
     calls = {"n": 0}
 

@@ -86,9 +86,14 @@ def serve(
 
 
 @app.command()
-def worker() -> None:
+def worker(
+    burst: Annotated[
+        bool,
+        typer.Option(help="Run what is queued and send its callbacks, then exit (no waiting)."),
+    ] = False,
+) -> None:
     """Run a Celery worker for async tasks (needs OCRSERVE_BROKER_URL and _DATABASE_URL)."""
-    from ocrserve.jobs.celery_app import run_worker
+    from ocrserve.jobs.celery_app import run_burst, run_worker
     from ocrserve.logs import configure
 
     settings = _settings()
@@ -96,6 +101,10 @@ def worker() -> None:
         typer.echo("error: set OCRSERVE_BROKER_URL (amqp://... or redis://...)", err=True)
         raise typer.Exit(2)
     configure(settings.log_level, json_lines=settings.log_json)
+    if burst:
+        ran = run_burst(settings)
+        log.info("burst done", extra={"tasks_run": ran})
+        return
     run_worker(settings)
 
 

@@ -130,6 +130,11 @@ class Settings(BaseSettings):
     task_retention_s: float = Field(default=24 * 3600, gt=0.0)
     task_workers: int = Field(default=2, ge=1, description="Embedded task workers.")
     task_lease_s: float = Field(default=30.0, gt=0.0)
+    #: Runs a task may start (first run included) before it ends ``failed``: a run that raised,
+    #: or whose worker died (its lease ran out), counts. A poison input stops here.
+    task_max_runs: int = Field(default=3, ge=1)
+    #: Waits before the 2nd, 3rd... run of a task whose run raised (the last one repeats).
+    task_retry_delays: tuple[float, ...] = (5.0, 30.0)
     task_queue: str = Field(default="ocrserve", description="The Celery queue's name.")
 
     def task_database_url(self) -> str:

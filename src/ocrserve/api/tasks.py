@@ -27,7 +27,8 @@ from ocrserve.api.service import (
 from ocrserve.errors import FileTooLargeError, InputError, OCRServeError
 from ocrserve.fetch import check_url
 from ocrserve.jobs.delivery import error_detail
-from ocrserve.jobs.embedded import EmbeddedWorkers
+from ocrserve.jobs.embedded import DatabaseLock, EmbeddedWorkers
+from ocrserve.jobs.runner import encode_options
 from ocrserve.jobs.store import (
     FINISHED,
     QUEUED,
@@ -50,6 +51,7 @@ class TaskBackend:
     store: TaskStore
     enqueue: Callable[[str], None]  # blocking (a broker publish): call off the event loop
     workers: EmbeddedWorkers | None = None
+    lock: DatabaseLock | None = None  # embedded mode: this process owns the database
 
 
 class _Conflict(OCRServeError):
@@ -237,8 +239,7 @@ async def _read_submission(request: Request, service: Service) -> NewTask:
         service,
     )  # fmt: skip
     return NewTask(
-        options={"lang": options.lang, "precision": options.precision, "cls": options.use_cls,
-                 "max_pages": max_pages},
+        options=encode_options(options, max_pages),
         source_url=str(url) if url is not None else None,
         input_bytes=data,
         filename=filename or (str(url).rsplit("/", 1)[-1] if url else None),

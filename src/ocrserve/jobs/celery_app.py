@@ -314,6 +314,7 @@ def run_burst(settings: Settings) -> int:
                 if asyncio.run(callbacks()):
                     continue
                 if not rt.store.outstanding():
+                    rt.store.purge(time.time() - settings.task_retention_s)
                     return ran
                 time.sleep(BURST_POLL_S)  # a retry or a callback is not due yet
         finally:

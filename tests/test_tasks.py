@@ -45,6 +45,19 @@ async def wait_for(client: httpx.AsyncClient, task_id: str, timeout: float = 120
     raise AssertionError(f"task {task_id} did not finish")
 
 
+async def callback_settled(
+    client: httpx.AsyncClient, task_id: str, state: str, timeout: float = 60
+) -> dict[str, Any]:
+    """Poll until the task's callback is in ``state``; its ``callback`` view."""
+    deadline = time.monotonic() + timeout
+    while True:
+        callback: dict[str, Any] = (await client.get(f"/task/{task_id}")).json()["callback"]
+        if callback["state"] == state:
+            return callback
+        assert time.monotonic() < deadline, callback
+        await asyncio.sleep(0.05)
+
+
 async def wait_until(predicate: Any, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -98,11 +111,8 @@ async def test_retries_on_the_schedule_then_dead_letter_then_replay(
                 "/ocr/async", json={"image_base64": b64(LONG_LINE), "callback_url": receiver.url}
             )
         ).json()["task_id"]
-        await wait_until(lambda: len(receiver.calls) == 4)
-        await asyncio.sleep(0.3)
-        task = (await client.get(f"/task/{task_id}")).json()
-        assert task["callback"]["state"] == "dead"
-        log = task["callback"]["attempts"]
+        log = (await callback_settled(client, task_id, "dead"))["attempts"]
+        assert len(receiver.calls) == 4
         assert [a["status_code"] for a in log] == [503] * 4
         gaps = [b["at"] - a["at"] for a, b in itertools.pairwise(log)]
         for gap, delay in zip(gaps, (0.2, 0.4, 0.6), strict=True):
@@ -114,11 +124,9 @@ async def test_retries_on_the_schedule_then_dead_letter_then_replay(
         assert [d["task_id"] for d in dead] == [task_id] and dead[0]["attempts"] == 4
         r = await client.post(f"/admin/dead-letters/{task_id}/replay")
         assert r.status_code == 202
-        await wait_until(lambda: receiver.delivered())
-        await asyncio.sleep(0.1)
+        await callback_settled(client, task_id, "delivered")
+        assert receiver.delivered()
         assert (await client.get("/admin/dead-letters")).json() == []
-        task = (await client.get(f"/task/{task_id}")).json()
-        assert task["callback"]["state"] == "delivered"
         assert receiver.calls[-1]["id"] == receiver.calls[0]["id"]  # the receiver can dedupe
         r = await client.post(f"/admin/dead-letters/{task_id}/replay")
         assert r.status_code == 404
@@ -141,11 +149,9 @@ async def test_a_client_error_goes_to_the_dead_letters_at_once_and_429_waits(
                 json={"image_base64": b64(LONG_LINE), "lang": "en", "callback_url": receiver.url},
             )
         ).json()["task_id"]
-        await wait_until(lambda: len(receiver.delivered()) == 1)
-        await asyncio.sleep(0.2)
-        one = (await client.get(f"/task/{first}")).json()["callback"]
-        assert one["state"] == "dead" and len(one["attempts"]) == 1
-        two = (await client.get(f"/task/{second}")).json()["callback"]
+        one = await callback_settled(client, first, "dead")
+        assert len(one["attempts"]) == 1
+        two = await callback_settled(client, second, "delivered")
         assert [a["status_code"] for a in two["attempts"]] == [429, 200]
         assert two["attempts"][1]["at"] - two["attempts"][0]["at"] >= 1.0  # Retry-After honoured
 

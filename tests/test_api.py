@@ -6,8 +6,9 @@ import asyncio
 import base64
 import io
 import tempfile
+import threading
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 import redis
 from PIL import Image
 
-from ocrserve import Engine, Settings
+from ocrserve import Engine, OCROptions, Page, PageResult, Settings
 
 from .conftest import FIXTURES, client_for
 
@@ -302,6 +303,123 @@ async def test_batch_needs_files(client: httpx.AsyncClient) -> None:
     assert_error(r, 422, "invalid_input")
     r = await client.post("/ocr/batch", json={"images": []})
     assert_error(r, 422, "invalid_input")
+
+
+class Faulty:
+    """The real engine with two seams: calls wait at ``gate`` (open unless ``gated``), and a
+    page of the ``poison`` shape makes its call raise. Records the page heights of each call."""
+
+    def __init__(
+        self, engine: Engine, *, gated: bool = False, poison: tuple[int, ...] | None = None
+    ) -> None:
+        self.engine = engine
+        self.poison = poison
+        self.gate = threading.Event()
+        if not gated:
+            self.gate.set()
+        self.entered = threading.Event()
+        self.calls: list[list[int]] = []
+
+    def run(self, pages: Sequence[Page], options: OCROptions | None = None) -> list[PageResult]:
+        self.calls.append([p.height for p in pages])
+        self.entered.set()
+        if not self.gate.wait(60):
+            raise AssertionError("the test never opened the gate")
+        if any(p.image.shape == self.poison for p in pages):
+            raise RuntimeError("poison page")
+        return self.engine.run(pages, options)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+
+async def queued_pages(client: httpx.AsyncClient) -> int:
+    pages: int = (await client.get("/ready")).json()["queued_pages"]
+    return pages
+
+
+async def test_a_batch_that_does_not_fit_the_queue_is_503_with_nothing_queued(
+    engine: Engine,
+) -> None:
+    faulty = Faulty(engine, gated=True)
+    s = settings(lanes=1, max_batch_size=1, queue_max_pages=3, cache_max_entries=0)
+    async for client in client_for(s, faulty):  # type: ignore[arg-type]
+        try:
+            # Two files admitted together: the lane holds the first at the gate, the second
+            # waits in the queue.
+            first = asyncio.create_task(
+                client.post(
+                    "/ocr/batch",
+                    files=[
+                        ("images", ("line.jpg", LONG_LINE, "image/jpeg")),
+                        ("images", ("paragraph.jpg", PARAGRAPH, "image/jpeg")),
+                    ],
+                )
+            )
+            assert await asyncio.to_thread(faulty.entered.wait, 60)
+            assert await queued_pages(client) == 1
+            # Room for two more pages: each file would fit alone, the three together do not.
+            files = [
+                ("images", ("phototest.tif", PHOTOTEST, "image/tiff")),
+                ("images", ("line.jpg", LONG_LINE, "image/jpeg")),
+                ("images", ("paragraph.jpg", PARAGRAPH, "image/jpeg")),
+            ]
+            r = await client.post("/ocr/batch", files=files)
+            assert_error(r, 503, "queue_full")
+            assert int(r.headers["retry-after"]) >= 1
+            assert await queued_pages(client) == 1
+        finally:
+            faulty.gate.set()
+        r = await first
+        assert r.status_code == 200 and all("text" in item for item in r.json())
+        assert faulty.calls == [[34], [132]]  # the first batch's pages; none of the second's
+        metrics = (await client.get("/metrics")).text
+        assert 'ocrserve_rejections_total{reason="queue_full"} 1.0' in metrics
+
+
+async def test_an_engine_failure_on_one_batch_file_fails_that_file_alone(engine: Engine) -> None:
+    certificate = (FIXTURES / "zh_doc_certificate.jpeg").read_bytes()
+    faulty = Faulty(engine, poison=next(_pages(certificate)).image.shape)
+    # The lane waits for three pages, and the batch brings them in one admission: the three
+    # files share the engine call that the certificate breaks.
+    s = settings(lanes=1, max_batch_size=3, max_wait_ms=30_000, cache_max_entries=0)
+    async for client in client_for(s, faulty):  # type: ignore[arg-type]
+        files = [
+            ("images", ("paragraph.jpg", PARAGRAPH, "image/jpeg")),
+            ("images", ("certificate.jpeg", certificate, "image/jpeg")),
+            ("images", ("line.jpg", LONG_LINE, "image/jpeg")),
+        ]
+        r = await client.post("/ocr/batch", files=files, timeout=120)
+        assert r.status_code == 200, r.text
+        items = r.json()
+        assert [i["filename"] for i in items] == [f[1][0] for f in files]
+        assert items[0]["text"].endswith("specified as follows.")
+        assert items[1]["error"]["code"] == "engine_error" and "text" not in items[1]
+        assert "poison" not in items[1]["error"]["message"]  # internals stay in the log
+        assert items[2]["text"].startswith("采用高端宝石")
+        assert faulty.calls == [[132, 368, 34], [132], [368], [34]]
+
+
+async def test_past_the_deadline_a_batch_is_200_with_a_deadline_error_per_file(
+    engine: Engine,
+) -> None:
+    faulty = Faulty(engine, gated=True)  # no engine call ends before the deadline
+    s = settings(lanes=1, max_batch_size=1, request_timeout_s=0.05, cache_max_entries=0)
+    async for client in client_for(s, faulty):  # type: ignore[arg-type]
+        files = [
+            ("images", ("broken.png", b"\x89PNG\r\n\x1a\nnot really", "image/png")),
+            ("images", ("phototest.tif", PHOTOTEST, "image/tiff")),
+            ("images", ("form.pdf", PDF, "application/pdf")),
+        ]
+        try:
+            r = await client.post("/ocr/batch", files=files, data={"max_pages": "2"})
+        finally:
+            faulty.gate.set()
+        assert r.status_code == 200, r.text
+        codes = [i["error"]["code"] for i in r.json()]
+        assert codes == ["corrupt_file", "deadline_exceeded", "deadline_exceeded"]
+        metrics = (await client.get("/metrics")).text
+        assert 'ocrserve_rejections_total{reason="deadline"} 2.0' in metrics
 
 
 # --- concurrency, probes, metrics ------------------------------------------------------------

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import deque
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
-from ocrserve import Engine, OCROptions, Page, decode_path
+from ocrserve import Engine, OCROptions, Page, PageResult, decode_path
 from ocrserve.batcher import Batcher, WorkItem, ready_pages, take_batch
 from ocrserve.errors import DeadlineExceededError, QueueFullError
 
@@ -122,3 +125,98 @@ async def test_past_its_deadline_a_request_fails_and_its_pages_leave_the_queue(
         assert len(await batcher.run([page], CH, timeout=60)) == 1  # and it still works
     finally:
         batcher.stop()
+
+
+def page_of(name: str) -> Page:
+    return decode_path(FIXTURES / name).pages[0]
+
+
+async def test_several_documents_are_admitted_all_together_or_not_at_all(engine: Engine) -> None:
+    page = page_of("en_line_long_text.jpg")
+    batcher = Batcher(engine, lanes=1, max_batch_size=1, queue_max_pages=4)
+    # Lanes not started: the queue keeps what it is given.
+    batcher.submit([page], CH, deadline=time.monotonic() + 60, on_done=lambda i, o: None)
+    with pytest.raises(QueueFullError) as info:  # 1 + 4 pages: room for 3 more, not 4
+        await batcher.run_many([[page, page], [page], [page]], CH, timeout=60)
+    assert info.value.retry_after >= 1
+    assert batcher.queued_pages == 1  # not one page of the refused documents was queued
+    batcher.start()
+    try:  # 1 + 3 pages fit
+        got = await batcher.run_many([[page, page], [page]], CH, timeout=60)
+    finally:
+        batcher.stop()
+    assert [len(o) for o in got if isinstance(o, list)] == [2, 1]
+
+
+class Poisoned:
+    """The real engine, but a page of one size (a poison file) raises; records every call."""
+
+    def __init__(self, engine: Engine, poison: Page) -> None:
+        self.engine = engine
+        self.poison = poison.image.shape
+        self.calls: list[int] = []  # pages per call
+
+    def run(self, pages: Sequence[Page], options: OCROptions | None = None) -> list[PageResult]:
+        self.calls.append(len(pages))
+        if any(p.image.shape == self.poison for p in pages):
+            raise RuntimeError("poison page")
+        return self.engine.run(pages, options)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+
+async def test_an_engine_error_on_one_document_leaves_the_others_results_intact(
+    engine: Engine,
+) -> None:
+    good, bad, other = (
+        page_of(n) for n in ("phototest.tif", "zh_doc_certificate.jpeg", "en_line_long_text.jpg")
+    )
+    expected = [engine.run([p], CH)[0].text for p in (good, other)]
+    poisoned = Poisoned(engine, bad)
+    # The lane waits for a full batch, and all three pages come in one admission: they share
+    # the first engine call, the one the poison page breaks.
+    batcher = Batcher(poisoned, lanes=1, max_batch_size=3, max_wait=30.0)  # type: ignore[arg-type]
+    batcher.start()
+    try:
+        a, b, c = await batcher.run_many([[good], [bad], [other]], CH, timeout=60)
+    finally:
+        batcher.stop()
+    assert isinstance(b, RuntimeError)
+    assert isinstance(a, list) and isinstance(c, list)
+    assert [a[0].text, c[0].text] == expected
+    assert poisoned.calls == [3, 1, 1, 1]  # the mixed call failed; each document ran alone
+
+
+class Gated:
+    """Instant fake results, but a page of one size waits for the gate (a stuck engine call)."""
+
+    def __init__(self, stuck: Page) -> None:
+        self.stuck = stuck.image.shape
+        self.gate = threading.Event()
+        self.calls: list[tuple[int, ...]] = []  # page shapes per call
+
+    def run(self, pages: Sequence[Page], options: OCROptions | None = None) -> list[PageResult]:
+        self.calls.append(tuple(p.image.shape[0] for p in pages))
+        if any(p.image.shape == self.stuck for p in pages):
+            self.gate.wait(60)
+        return [PageResult(p.index, p.width, p.height, (), f"{p.width}x{p.height}") for p in pages]
+
+
+async def test_a_deadline_fails_only_the_unfinished_documents_and_drops_their_pages() -> None:
+    fast, stuck, behind = (
+        page_of(n) for n in ("phototest.tif", "zh_doc_certificate.jpeg", "en_line_long_text.jpg")
+    )
+    gated = Gated(stuck)
+    batcher = Batcher(gated, lanes=1, max_batch_size=1, batching=False)  # type: ignore[arg-type]
+    batcher.start()
+    try:
+        a, b, c = await batcher.run_many([[fast], [stuck], [behind, behind]], CH, timeout=2)
+    finally:
+        gated.gate.set()
+        batcher.stop()
+    assert isinstance(a, list) and a[0].text == "640x480"
+    assert isinstance(b, DeadlineExceededError) and isinstance(c, DeadlineExceededError)
+    # the pages queued behind the stuck call were dropped unrun
+    assert gated.calls == [(480,), (368,)]
+    assert batcher.queued_pages == 0

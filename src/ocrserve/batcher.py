@@ -5,17 +5,21 @@ each a thread, take a batch from the head of the queue: the oldest item plus the
 it that share its options, up to ``max_batch_size`` pages, waiting at most ``max_wait`` after the
 oldest item arrived for more to come. The engine runs on the lane's thread, never on the event
 loop. :func:`take_batch` is the pure decision; :class:`Batcher` is the loop around it.
+
+A request of several documents (``/ocr/batch``) is admitted in one step, all of its pages or
+none, and gets one outcome per document: one document's failure is never its siblings'.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -157,30 +161,52 @@ class Batcher:
         on_done: Callable[[int, Outcome], None],
     ) -> list[WorkItem]:
         """Queue pages in items of at most ``max_batch_size``; all of them or none."""
+        [items] = self.submit_many([pages], options, deadline=deadline, on_done=[on_done])
+        return items
+
+    def submit_many(
+        self,
+        docs: Sequence[Sequence[Page]],
+        options: OCROptions,
+        *,
+        deadline: float,
+        on_done: Sequence[Callable[[int, Outcome], None]],
+    ) -> list[list[WorkItem]]:
+        """Queue several documents' pages, each in items of at most ``max_batch_size``, with
+        one check of the queue's room for all of them: every item is queued, or none is.
+
+        ``on_done[d]`` hears of document ``d``'s items, by their index within the document.
+        Raises :class:`QueueFullError` with a ``retry_after`` hint when they do not fit.
+        """
         size = self.max_batch_size
         items = [
-            WorkItem(
-                pages=pages[start : start + size],
-                options=options,
-                deadline=deadline,
-                on_done=on_done,
-                index=n,
-            )
-            for n, start in enumerate(range(0, len(pages), size))
+            [
+                WorkItem(
+                    pages=pages[start : start + size],
+                    options=options,
+                    deadline=deadline,
+                    on_done=done,
+                    index=n,
+                )
+                for n, start in enumerate(range(0, len(pages), size))
+            ]
+            for pages, done in zip(docs, on_done, strict=True)
         ]
+        total = sum(len(pages) for pages in docs)
         with self._cond:
             if self._stopping:
                 raise QueueFullError("the server is shutting down", retry_after=5.0)
             # A request larger than the whole queue still runs when the queue is empty.
-            if self._queued_pages and self._queued_pages + len(pages) > self.queue_max_pages:
+            if self._queued_pages and self._queued_pages + total > self.queue_max_pages:
                 wait = self._queued_pages * self._page_seconds / max(self.lanes, 1)
                 raise QueueFullError(
                     f"the inference queue is full ({self._queued_pages} pages waiting, "
-                    f"limit {self.queue_max_pages})",
+                    f"limit {self.queue_max_pages}, {total} more asked for)",
                     retry_after=max(1.0, math.ceil(wait)),
                 )
-            self._pending.extend(items)
-            self._queued_pages += len(pages)
+            for doc_items in items:
+                self._pending.extend(doc_items)
+            self._queued_pages += total
             self.metrics.set_queue_depth(self._queued_pages)
             self._cond.notify_all()
         return items
@@ -189,44 +215,78 @@ class Batcher:
         self, pages: Sequence[Page], options: OCROptions, *, timeout: float
     ) -> list[PageResult]:
         """Recognise ``pages`` through the queue; :class:`DeadlineExceededError` past timeout."""
-        if not pages:
-            return []
+        [outcome] = await self.run_many([pages], options, timeout=timeout)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def run_many(
+        self, docs: Sequence[Sequence[Page]], options: OCROptions, *, timeout: float
+    ) -> list[Outcome]:
+        """Recognise several documents' pages, admitted to the queue together or not at all.
+
+        Raises :class:`QueueFullError` when the queue cannot take every page (then nothing is
+        queued). Otherwise returns one outcome per document, in order: its page results, or
+        the exception that failed it alone; a document unfinished after ``timeout`` gets a
+        :class:`DeadlineExceededError` and its queued items are dropped unrun.
+
+        >>> docs = [doc.pages, bad.pages]                                 # doctest: +SKIP
+        >>> await batcher.run_many(docs, OCROptions(), timeout=60)        # doctest: +SKIP
+        [[PageResult(...)], ModelError(...)]
+        """
+        outcomes: list[Outcome | None] = [None if pages else [] for pages in docs]
+        if all(o is not None for o in outcomes):
+            return [[] for _ in docs]
         loop = asyncio.get_running_loop()
-        n_items = -(-len(pages) // self.max_batch_size)
-        futures: list[asyncio.Future[list[PageResult]]] = [
-            loop.create_future() for _ in range(n_items)
+        size = self.max_batch_size
+        chunks: list[list[list[PageResult] | None]] = [
+            [None] * -(-len(pages) // size) for pages in docs
         ]
+        settled = loop.create_future()
 
-        def settle(index: int, outcome: Outcome) -> None:
-            fut = futures[index]
-            if fut.done():
-                return
+        def settle(doc: int, index: int, outcome: Outcome) -> None:
+            if outcomes[doc] is not None:
+                return  # failed already, or given up at the deadline
             if isinstance(outcome, BaseException):
-                fut.set_exception(outcome)
+                outcomes[doc] = outcome
+                self._cancel(items[doc])  # its other pages would be run for nobody
             else:
-                fut.set_result(outcome)
+                chunks[doc][index] = outcome
+                done = [c for c in chunks[doc] if c is not None]
+                if len(done) < len(chunks[doc]):
+                    return
+                outcomes[doc] = [page for chunk in done for page in chunk]
+            if all(o is not None for o in outcomes) and not settled.done():
+                settled.set_result(None)
 
-        def on_done(index: int, outcome: Outcome) -> None:  # called on a lane's thread
+        def on_done(doc: int, index: int, outcome: Outcome) -> None:  # on a lane's thread
             if not loop.is_closed():  # a closed loop: nobody is left to tell
-                loop.call_soon_threadsafe(settle, index, outcome)
+                loop.call_soon_threadsafe(settle, doc, index, outcome)
 
-        deadline = time.monotonic() + timeout
-        items = self.submit(pages, options, deadline=deadline, on_done=on_done)
+        items = self.submit_many(
+            docs,
+            options,
+            deadline=time.monotonic() + timeout,
+            on_done=[functools.partial(on_done, d) for d in range(len(docs))],
+        )
         try:
-            chunks = await asyncio.wait_for(asyncio.gather(*futures), timeout)
+            await asyncio.wait_for(settled, timeout)
         except TimeoutError:
-            with self._cond:
-                for item in items:
-                    item.cancelled = True
-            raise DeadlineExceededError(
-                f"the request did not finish within {timeout:g} s", timeout=timeout
-            ) from None
+            late = [d for d, o in enumerate(outcomes) if o is None]
+            self._cancel(w for d in late for w in items[d])
+            for d in late:
+                outcomes[d] = DeadlineExceededError(
+                    f"the request did not finish within {timeout:g} s", timeout=timeout
+                )
         except BaseException:
-            with self._cond:
-                for item in items:
-                    item.cancelled = True
+            self._cancel(w for doc_items in items for w in doc_items)
             raise
-        return [page for chunk in chunks for page in chunk]
+        return [o if o is not None else [] for o in outcomes]  # every one is set by now
+
+    def _cancel(self, items: Iterable[WorkItem]) -> None:
+        with self._cond:
+            for item in items:
+                item.cancelled = True
 
     def _lane(self) -> None:
         while True:
@@ -270,6 +330,27 @@ class Batcher:
             results = self.engine.run(pages, batch[0].options)
             if len(results) != len(pages):
                 raise EngineError(f"engine returned {len(results)} results for {len(pages)} pages")
+        except Exception as e:
+            if len(batch) > 1:
+                # Pages of several documents shared this call, and one poison file must not fail
+                # its siblings: run each item alone once, and the error reaches only the items
+                # that fail again. Item by item is document by document here: every item of a
+                # document but its last fills an engine call alone, so none of them share one.
+                log.warning(
+                    "batch of %d pages from %d items failed (%r); running each alone",
+                    len(pages), len(batch), e,
+                )  # fmt: skip
+                for w in batch:
+                    if w.cancelled:
+                        continue
+                    if w.deadline <= time.monotonic():
+                        _tell(w, DeadlineExceededError("deadline passed", timeout=0.0))
+                        continue
+                    self._run([w])
+                return
+            log.exception("batch of %d pages failed", len(pages))
+            _tell(batch[0], e)
+            return
         except BaseException as e:  # every waiter hears of it; the lane lives on
             log.exception("batch of %d pages failed", len(pages))
             for w in batch:

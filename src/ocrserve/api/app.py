@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -47,17 +48,18 @@ from ocrserve.decode import DecodeLimits, decode_bytes
 from ocrserve.engine import Engine
 from ocrserve.engine.session import CPU
 from ocrserve.errors import (
+    DeadlineExceededError,
+    EngineError,
     FileTooLargeError,
     InputError,
     OCRServeError,
-    OptionError,
     QueueFullError,
 )
 from ocrserve.jobs.celery_app import callback_policy, enqueue, make_celery, runner_config
 from ocrserve.jobs.embedded import EmbeddedWorkers
 from ocrserve.jobs.store import TaskStore
 from ocrserve.logs import request_id
-from ocrserve.types import OCROptions, result_dict
+from ocrserve.types import Document, OCROptions, PageResult, result_dict
 
 log = logging.getLogger("ocrserve.api")
 
@@ -265,25 +267,46 @@ def _router() -> APIRouter:
         finally:
             await form.close()
 
-        async def one(item: Upload | OCRServeError, filename: str | None) -> dict[str, object]:
-            if isinstance(item, OCRServeError):
-                return {"filename": filename, **api_errors.error_body(item)}
-            try:
-                key = cache_key(
-                    item.data, options, _extra(max_pages, service), service.engine.model_version
-                )
-                cached = await _cache_get(service, key)
-                if cached is None:
-                    cached = await _recognise(service, item, options, max_pages, t0)
-                    await _cache_set(service, key, cached)
-                return {"filename": filename, **cached}
-            except (InputError, OptionError) as e:
-                return {"filename": filename, **api_errors.error_body(e)}
-
-        results = await asyncio.gather(
-            *(one(item, upload.filename) for item, upload in zip(items, uploads, strict=True))
+        # Every file is read, looked up and decoded before any is queued, so that the batch is
+        # admitted in one step: all of its pages, or a 503 with nothing queued.
+        prepared = await asyncio.gather(
+            *(
+                _prepare(service, item, upload.filename, options, max_pages)
+                for item, upload in zip(items, uploads, strict=True)
+            )
         )
-        return JSONResponse(list(results))
+        answers: list[dict[str, object]] = [{} for _ in prepared]
+        todo: list[tuple[int, _Decoded]] = []
+        for n, p in enumerate(prepared):
+            if isinstance(p, _Decoded):
+                todo.append((n, p))
+            else:
+                answers[n] = p
+        if todo:
+            t_infer = time.perf_counter()
+            try:
+                outcomes = await service.batcher.run_many(
+                    [p.doc.pages for _, p in todo],
+                    options,
+                    timeout=service.settings.request_timeout_s,
+                )
+            except OCRServeError as e:
+                _count_rejection(service, e)
+                raise
+            done: list[tuple[str, dict[str, object]]] = []
+            for (n, p), outcome in zip(todo, outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    if isinstance(outcome, OCRServeError):
+                        _count_rejection(service, outcome)
+                    answers[n] = _item_error(p.filename, outcome)
+                    continue
+                result = _result(
+                    service, p.doc, outcome, t0=t0, decode_s=p.decode_s, t_infer=t_infer
+                )
+                done.append((p.key, result))
+                answers[n] = {"filename": p.filename, **result}
+            await asyncio.gather(*(_cache_set(service, key, result) for key, result in done))
+        return JSONResponse(answers)
 
     @router.get("/health", response_model=Health, summary="Alive: the process answers")
     async def health(request: Request) -> Health:
@@ -325,22 +348,36 @@ def _extra(max_pages: int, service: Service) -> str:
 async def _recognise(
     service: Service, upload: Upload, options: OCROptions, max_pages: int, t0: float
 ) -> dict[str, object]:
+    t_decode = time.perf_counter()
+    doc = await _decode(service, upload, max_pages)
+    t_infer = time.perf_counter()
+    try:
+        pages = await service.batcher.run(
+            doc.pages, options, timeout=service.settings.request_timeout_s
+        )
+    except OCRServeError as e:
+        _count_rejection(service, e)
+        raise
+    return _result(service, doc, pages, t0=t0, decode_s=t_infer - t_decode, t_infer=t_infer)
+
+
+async def _decode(service: Service, upload: Upload, max_pages: int) -> Document:
     s = service.settings
     limits = DecodeLimits(
         max_bytes=s.max_file_bytes, max_pixels=s.max_pixels, max_pages=max_pages, pdf_dpi=s.pdf_dpi
     )
-    t_decode = time.perf_counter()
-    doc = await run_in_threadpool(decode_bytes, upload.data, limits, filename=upload.filename)
-    t_infer = time.perf_counter()
-    try:
-        pages = await service.batcher.run(doc.pages, options, timeout=s.request_timeout_s)
-    except QueueFullError:
-        service.metrics.rejections.labels("queue_full").inc()
-        raise
-    except OCRServeError as e:
-        if e.code == "deadline_exceeded":
-            service.metrics.rejections.labels("deadline").inc()
-        raise
+    return await run_in_threadpool(decode_bytes, upload.data, limits, filename=upload.filename)
+
+
+def _result(
+    service: Service,
+    doc: Document,
+    pages: list[PageResult],
+    *,
+    t0: float,
+    decode_s: float,
+    t_infer: float,
+) -> dict[str, object]:
     t_end = time.perf_counter()
     return result_dict(
         pages,
@@ -348,11 +385,61 @@ async def _recognise(
         truncated=doc.truncated,
         model=service.engine.model_version,
         timings={
-            "decode": round(t_infer - t_decode, 4),
+            "decode": round(decode_s, 4),
             "inference": round(t_end - t_infer, 4),
             "total": round(t_end - t0, 4),
         },
     )
+
+
+def _count_rejection(service: Service, e: OCRServeError) -> None:
+    if isinstance(e, QueueFullError):
+        service.metrics.rejections.labels("queue_full").inc()
+    elif isinstance(e, DeadlineExceededError):
+        service.metrics.rejections.labels("deadline").inc()
+
+
+@dataclass(frozen=True, slots=True)
+class _Decoded:
+    """A batch file that needs inference."""
+
+    filename: str | None
+    key: str  # its cache key
+    doc: Document
+    decode_s: float
+
+
+async def _prepare(
+    service: Service,
+    item: Upload | OCRServeError,
+    filename: str | None,
+    options: OCROptions,
+    max_pages: int,
+) -> dict[str, object] | _Decoded:
+    """A batch file's answer when it needs no inference (an error, a cache hit), else its pages."""
+    if isinstance(item, OCRServeError):
+        return _item_error(filename, item)
+    key = cache_key(item.data, options, _extra(max_pages, service), service.engine.model_version)
+    cached = await _cache_get(service, key)
+    if cached is not None:
+        return {"filename": filename, **cached}
+    t_decode = time.perf_counter()
+    try:
+        doc = await _decode(service, item, max_pages)
+    except Exception as e:  # one file's decoder failure is that file's, never the batch's
+        return _item_error(filename, e)
+    return _Decoded(filename, key, doc, time.perf_counter() - t_decode)
+
+
+def _item_error(filename: str | None, exc: BaseException) -> dict[str, object]:
+    """One batch file's failure as its item in the list; the others still get their results."""
+    error = exc if isinstance(exc, OCRServeError) else None
+    if error is None:
+        log.error("batch file %r failed unexpectedly", filename, exc_info=exc)
+        error = EngineError("internal error while recognising this file")
+    elif api_errors.status_of(error) >= 500:
+        log.error("batch file %r failed: %s", filename, error, exc_info=error)
+    return {"filename": filename, **api_errors.error_body(error)}
 
 
 async def _cache_get(service: Service, key: str) -> dict[str, object] | None:

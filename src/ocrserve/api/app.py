@@ -56,7 +56,7 @@ from ocrserve.errors import (
     QueueFullError,
 )
 from ocrserve.jobs.celery_app import callback_policy, enqueue, make_celery, runner_config
-from ocrserve.jobs.embedded import EmbeddedWorkers
+from ocrserve.jobs.embedded import DatabaseLock, EmbeddedWorkers
 from ocrserve.jobs.store import TaskStore
 from ocrserve.logs import request_id
 from ocrserve.types import Document, OCROptions, PageResult, result_dict
@@ -99,14 +99,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             yield
         finally:
             service.ready = False
-            if isinstance(service.tasks, TaskBackend):
-                if service.tasks.workers is not None:
-                    await service.tasks.workers.stop()
-                await run_in_threadpool(service.tasks.store.close)
-            await run_in_threadpool(service.batcher.stop)
-            await service.http.aclose()
-            if service.cache is not None:
-                await service.cache.close()
+            await _shut_down(service)
 
     app = FastAPI(
         title="ocrserve",
@@ -127,20 +120,50 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
 async def _start_tasks(service: Service) -> TaskBackend:
     """The task store and who runs tasks: Celery workers, or coroutines in this process."""
     s = service.settings
-    store = await run_in_threadpool(TaskStore, s.task_database_url())
+    url = s.task_database_url()
     if s.broker_url:
+        store = await run_in_threadpool(TaskStore, url)
         celery = make_celery(s)
         return TaskBackend(store=store, enqueue=lambda task_id: enqueue(celery, task_id))
-    workers = EmbeddedWorkers(
-        store,
-        service.batcher,
-        runner_config(s, service.engine),
-        await run_in_threadpool(callback_policy, s),
-        workers=s.task_workers,
-        retention=s.task_retention_s,
-    )
-    await workers.start()
-    return TaskBackend(store=store, enqueue=lambda _: workers.notify(), workers=workers)
+    lock = DatabaseLock.for_url(url)  # refuses a non-SQLite database, and a second process
+    await run_in_threadpool(lock.acquire)
+    try:
+        store = await run_in_threadpool(TaskStore, url)
+        workers = EmbeddedWorkers(
+            store,
+            service.batcher,
+            runner_config(s, service.engine),
+            await run_in_threadpool(callback_policy, s),
+            workers=s.task_workers,
+            retention=s.task_retention_s,
+            on_restart=lambda loop: service.metrics.loop_restarts.labels(loop).inc(),
+        )
+        await workers.start()
+    except BaseException:
+        lock.release()
+        raise
+    return TaskBackend(store=store, enqueue=lambda _: workers.notify(), workers=workers, lock=lock)
+
+
+async def _shut_down(service: Service) -> None:
+    """Stop what runs, then close what is open; each step runs even if one before failed."""
+    steps: list[tuple[str, Callable[[], Awaitable[object]]]] = []
+    tasks = service.tasks
+    if isinstance(tasks, TaskBackend):
+        if tasks.workers is not None:
+            steps.append(("task workers", tasks.workers.stop))
+        steps.append(("task store", lambda: run_in_threadpool(tasks.store.close)))
+        if (lock := tasks.lock) is not None:
+            steps.append(("database lock", lambda: run_in_threadpool(lock.release)))
+    steps.append(("batcher", lambda: run_in_threadpool(service.batcher.stop)))
+    steps.append(("HTTP client", service.http.aclose))
+    if service.cache is not None:
+        steps.append(("cache", service.cache.close))
+    for name, step in steps:
+        try:
+            await step()
+        except Exception:
+            log.exception("shutting down the %s failed", name)
 
 
 def _build_service(settings: Settings, engine: Engine | None) -> Service:

@@ -19,7 +19,7 @@ from PIL import Image
 
 from ocrserve import Engine, OCROptions, Page, PageResult, Settings
 
-from .conftest import FIXTURES, client_for
+from .conftest import FIXTURES, client_for, free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -493,9 +493,23 @@ async def test_the_redis_cache_is_shared_by_server_processes(engine: Engine) -> 
     async for first in client_for(s, engine):
         a = await first.post("/ocr", files={"image": ("x.jpg", LONG_LINE)})
         assert a.headers["x-cache"] == "miss"
-        assert (await first.get("/ready")).json()["checks"] == {"engine": True, "redis": True}
+        ready = (await first.get("/ready")).json()
+        assert ready["checks"] == {"engine": True} and ready["optional"] == {"redis": True}
     async for second in client_for(s, engine):  # another app instance: a second process's view
         b = await second.post("/ocr", files={"image": ("y.jpg", LONG_LINE)})
         assert b.headers["x-cache"] == "hit" and b.json() == a.json()
     keys = redis.Redis.from_url(REDIS_URL).keys("ocrserve:result:*")
     assert len(keys) == 1 and redis.Redis.from_url(REDIS_URL).ttl(keys[0]) > 0
+
+
+async def test_a_redis_outage_keeps_the_server_ready_and_serving(engine: Engine) -> None:
+    """The cache is optional: with its Redis down, /ready stays 200 and says so, /ocr serves."""
+    down = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there: a stopped Redis
+    async for client in client_for(settings(redis_url=down), engine):
+        ready = await client.get("/ready")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"] == {"engine": True}
+        assert ready.json()["optional"] == {"redis": False}
+        r = await client.post("/ocr", files={"image": ("x.jpg", LONG_LINE)})
+        assert r.status_code == 200 and r.headers["x-cache"] == "miss"
+        assert "ocrserve_cache_up 0.0" in (await client.get("/metrics")).text

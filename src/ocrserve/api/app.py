@@ -343,15 +343,21 @@ def _router() -> APIRouter:
 
     @router.get("/ready", summary="Ready: models loaded and warmed, lanes running")
     async def ready(request: Request) -> JSONResponse:
+        """Ready means "can serve": only what stops ``/ocr`` fails it. The result cache is
+        optional (a cache outage is misses, not errors), so its state is reported in
+        ``optional`` and in ``ocrserve_cache_up``, and never pulls the replica."""
         service = service_of(request)
         checks: dict[str, bool] = {"engine": service.ready}
+        optional: dict[str, bool] = {}
         if isinstance(service.cache, RedisCache):
-            checks["redis"] = await service.cache.ping()
+            optional["redis"] = await service.cache.ping()
+            service.metrics.cache_up.set(1 if optional["redis"] else 0)
         ok = all(checks.values())
         return JSONResponse(
-            {"ready": ok, "checks": checks, "queued_pages": service.batcher.queued_pages},
+            {"ready": ok, "checks": checks, "optional": optional,
+             "queued_pages": service.batcher.queued_pages},
             status_code=200 if ok else 503,
-        )
+        )  # fmt: skip
 
     @router.get("/metrics", summary="Prometheus metrics")
     async def metrics(request: Request) -> Response:

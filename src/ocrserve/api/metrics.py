@@ -37,6 +37,11 @@ class Metrics:
         self.rejections = Counter(
             "ocrserve_rejections", "Requests refused for load.", ["reason"], registry=r
         )
+        self.cache_up = Gauge(
+            "ocrserve_cache_up",
+            "1 when the shared result cache (Redis) answered the last readiness check, else 0.",
+            registry=r,
+        )
         self.loop_restarts = Counter(
             "ocrserve_loop_restarts",
             "Background loops (task workers, heartbeat, dispatcher, janitor) that raised and "

@@ -25,6 +25,7 @@ that the HTTP layer maps to a status in one place::
     └── ServiceError                   (the service, not the input)
         ├── QueueFullError             queue_full           .retry_after
         ├── DeadlineExceededError      deadline_exceeded    .timeout
+        ├── StorageUnavailableError    storage_unavailable  .retry_after (disk full, read-only, down)
         ├── RateLimitedError           rate_limited         .retry_after
         └── AuthError                  unauthorized
 """
@@ -240,6 +241,17 @@ class DeadlineExceededError(ServiceError):
     def __init__(self, message: str, *, timeout: float) -> None:
         super().__init__(message)
         self.timeout = timeout
+
+
+class StorageUnavailableError(ServiceError):
+    """The task database cannot take a write now (disk full, read-only, unreachable); the
+    request was not accepted, and may be sent again later."""
+
+    code = "storage_unavailable"
+
+    def __init__(self, message: str, *, retry_after: float = 30.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class RateLimitedError(ServiceError):

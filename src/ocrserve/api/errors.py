@@ -27,6 +27,7 @@ STATUS: tuple[tuple[type[e.OCRServeError], int], ...] = (
     (e.InputError, 422),
     (e.OptionError, 422),
     (e.QueueFullError, 503),
+    (e.StorageUnavailableError, 503),
     (e.DeadlineExceededError, 504),
     (e.RateLimitedError, 429),
     (e.AuthError, 401),
@@ -50,7 +51,7 @@ def error_body(exc: e.OCRServeError) -> dict[str, object]:
 
 def error_response(exc: e.OCRServeError) -> JSONResponse:
     headers = {}
-    if isinstance(exc, e.QueueFullError | e.RateLimitedError):
+    if isinstance(exc, e.QueueFullError | e.RateLimitedError | e.StorageUnavailableError):
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     if isinstance(exc, e.AuthError):
         headers["WWW-Authenticate"] = "Bearer"

@@ -189,6 +189,7 @@ class EmbeddedWorkers:
         purged = await run_in_threadpool(self.store.purge, time.time() - self.retention)
         if purged:
             log.info("purged %d finished tasks past retention", purged)
+            await run_in_threadpool(self.store.compact)  # the files shrink, not only the rows
         return min(60.0, max(self.retention / 4, 0.5))
 
 

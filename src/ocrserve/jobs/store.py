@@ -40,9 +40,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine as SQLEngine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, InternalError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from ocrserve.errors import StorageUnavailableError
 from ocrserve.jobs.schema import migrate
 
 QUEUED, RUNNING = "queued", "running"
@@ -52,6 +53,9 @@ PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 TABLE = "ocr_tasks"
 #: The error code of a task whose worker died on every run of its budget.
 WORKER_CRASHED = "worker_crashed"
+#: SQLite's auto_vacuum mode 2: free pages can be cut off the file by ``incremental_vacuum``.
+SQLITE_INCREMENTAL = 2
+WAL_SIZE_LIMIT = 16 * 1024 * 1024
 #: Rows per DELETE when purging: short statements, short locks.
 PURGE_BATCH = 500
 
@@ -139,7 +143,12 @@ def make_engine(url: str) -> SQLEngine:
             # WAL: readers never block the writer; synchronous=NORMAL is durable across a
             # process crash (SIGKILL), which is what we promise, at a fraction of FULL's cost.
             cur = conn.cursor()
+            # Before any table exists this makes the file shrinkable (see compact()); on a
+            # file made without it, TaskStore converts it once with a VACUUM.
+            cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
             cur.execute("PRAGMA journal_mode=WAL")
+            # A checkpoint cuts the WAL back to this size, rather than leaving it at its peak.
+            cur.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
@@ -160,15 +169,55 @@ class TaskStore:
         self.engine = make_engine(url)
         try:
             migrate(self.engine)
+            self._make_shrinkable()
         except BaseException:
             self.engine.dispose()
             raise
         self._session = sessionmaker(self.engine, expire_on_commit=False)
 
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    def _make_shrinkable(self) -> None:
+        """A SQLite file made without incremental auto-vacuum (by an earlier version) never
+        gives space back; one VACUUM switches it over."""
+        if not self.is_sqlite:
+            return
+        with self.engine.connect() as conn:
+            if conn.exec_driver_sql("PRAGMA auto_vacuum").scalar() == SQLITE_INCREMENTAL:
+                return
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql(f"PRAGMA auto_vacuum={SQLITE_INCREMENTAL}")
+            conn.exec_driver_sql("VACUUM")
+
+    def compact(self) -> None:
+        """Give the space of deleted rows back to the file system (SQLite; PostgreSQL's
+        autovacuum does this itself): free pages off the end of the file, then a checkpoint
+        that truncates the WAL."""
+        if not self.is_sqlite:
+            return
+        raw = self.engine.raw_connection()
+        try:
+            # executescript steps each statement to its end: through execute(), Python's
+            # sqlite3 steps incremental_vacuum once, which frees a single page.
+            raw.driver_connection.executescript(  # type: ignore[union-attr]
+                "PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);"
+            )
+        finally:
+            raw.close()
+
     @contextmanager
     def session(self) -> Iterator[Session]:
-        with self._session.begin() as s:
-            yield s
+        """A transaction. A database that cannot take it now (disk full, read-only, down)
+        raises :class:`StorageUnavailableError`, which callers answer with a 503."""
+        try:
+            with self._session.begin() as s:
+                yield s
+        except (OperationalError, InterfaceError, InternalError) as e:
+            raise StorageUnavailableError(
+                f"the task database is unavailable: {e.orig or e}".splitlines()[0]
+            ) from e
 
     def close(self) -> None:
         self.engine.dispose()

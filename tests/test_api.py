@@ -494,7 +494,7 @@ async def test_the_redis_cache_is_shared_by_server_processes(engine: Engine) -> 
         a = await first.post("/ocr", files={"image": ("x.jpg", LONG_LINE)})
         assert a.headers["x-cache"] == "miss"
         ready = (await first.get("/ready")).json()
-        assert ready["checks"] == {"engine": True} and ready["optional"] == {"redis": True}
+        assert ready["checks"] == {"engine": True, "accepting": True} and ready["optional"] == {"redis": True}
     async for second in client_for(s, engine):  # another app instance: a second process's view
         b = await second.post("/ocr", files={"image": ("y.jpg", LONG_LINE)})
         assert b.headers["x-cache"] == "hit" and b.json() == a.json()
@@ -508,7 +508,7 @@ async def test_a_redis_outage_keeps_the_server_ready_and_serving(engine: Engine)
     async for client in client_for(settings(redis_url=down), engine):
         ready = await client.get("/ready")
         assert ready.status_code == 200, ready.text
-        assert ready.json()["checks"] == {"engine": True}
+        assert ready.json()["checks"] == {"engine": True, "accepting": True}
         assert ready.json()["optional"] == {"redis": False}
         r = await client.post("/ocr", files={"image": ("x.jpg", LONG_LINE)})
         assert r.status_code == 200 and r.headers["x-cache"] == "miss"

@@ -24,7 +24,12 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ocrserve.engine import Engine
-from ocrserve.errors import DeadlineExceededError, EngineError, QueueFullError
+from ocrserve.errors import (
+    DeadlineExceededError,
+    EngineError,
+    QueueFullError,
+    ShuttingDownError,
+)
 from ocrserve.types import OCROptions, Page, PageResult
 
 log = logging.getLogger(__name__)
@@ -144,12 +149,22 @@ class Batcher:
             self._threads.append(t)
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Finish what is queued, then stop the lanes."""
+        """Take no more work, fail what is still queued (its waiters hear ShuttingDownError),
+        and wait up to ``timeout`` in all for the lanes to finish the batches they run. Lanes
+        are daemon threads: one stuck in a long engine call does not hold the process."""
         with self._cond:
             self._stopping = True
+            dropped = list(self._pending)
+            self._pending.clear()
+            self._queued_pages = 0
+            self.metrics.set_queue_depth(0)
             self._cond.notify_all()
+        for w in dropped:
+            if not w.cancelled:
+                _tell(w, ShuttingDownError("the server is shutting down", retry_after=5.0))
+        end = time.monotonic() + timeout
         for t in self._threads:
-            t.join(timeout)
+            t.join(max(end - time.monotonic(), 0.0))
         self._threads.clear()
 
     def submit(
@@ -195,7 +210,7 @@ class Batcher:
         total = sum(len(pages) for pages in docs)
         with self._cond:
             if self._stopping:
-                raise QueueFullError("the server is shutting down", retry_after=5.0)
+                raise ShuttingDownError("the server is shutting down", retry_after=5.0)
             # A request larger than the whole queue still runs when the queue is empty.
             if self._queued_pages and self._queued_pages + total > self.queue_max_pages:
                 wait = self._queued_pages * self._page_seconds / max(self.lanes, 1)

@@ -68,21 +68,12 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Default 8000 (OCRSERVE_PORT).")] = None,
 ) -> None:
     """Run the HTTP service (embedded defaults: no other server needed)."""
-    import uvicorn
-
-    from ocrserve.api import create_app
+    from ocrserve.api.server import serve as run_server
     from ocrserve.logs import configure
 
     settings = _settings(host=host, port=port)
     configure(settings.log_level, json_lines=settings.log_json)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,  # our JSON logging, set up above
-        access_log=False,  # the app logs each request itself, with its request id
-        timeout_graceful_shutdown=30,
-    )
+    run_server(settings)
 
 
 @app.command()

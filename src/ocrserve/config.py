@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     allow_private_urls: bool = False
     url_timeout_s: float = Field(default=15.0, gt=0.0)
+    #: From SIGTERM to exit: running requests get this less 5 s, then a JSON 503; running
+    #: tasks are released for another node. Below Kubernetes' default grace period (30 s).
+    shutdown_timeout_s: float = Field(default=25.0, ge=1.0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = True
 

@@ -24,6 +24,7 @@ that the HTTP layer maps to a status in one place::
     ├── ConfigError                    config_error         .setting (a setting's value is unusable)
     └── ServiceError                   (the service, not the input)
         ├── QueueFullError             queue_full           .retry_after
+        │   └── ShuttingDownError      shutting_down        (draining after SIGTERM)
         ├── DeadlineExceededError      deadline_exceeded    .timeout
         ├── StorageUnavailableError    storage_unavailable  .retry_after (disk full, read-only, down)
         ├── RateLimitedError           rate_limited         .retry_after
@@ -233,6 +234,12 @@ class QueueFullError(ServiceError):
     def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ShuttingDownError(QueueFullError):
+    """The server is draining after SIGTERM: it takes no new work, and gave up on this."""
+
+    code = "shutting_down"
 
 
 class DeadlineExceededError(ServiceError):

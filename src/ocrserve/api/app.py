@@ -7,6 +7,7 @@ Routes (each also under ``/v1``): ``POST /ocr``, ``POST /ocr/batch``, ``GET /hea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -24,6 +25,7 @@ from starlette.datastructures import UploadFile
 
 from ocrserve import __version__
 from ocrserve.api import errors as api_errors
+from ocrserve.api.drain import RETRY_AFTER_S, Drain
 from ocrserve.api.callbacks import declare_callbacks
 from ocrserve.api.metrics import Metrics
 from ocrserve.api.schemas import BatchError, BatchItem, ErrorOut, Health, OCRJSONRequest, OCRResult
@@ -54,6 +56,7 @@ from ocrserve.errors import (
     InputError,
     OCRServeError,
     QueueFullError,
+    ShuttingDownError,
 )
 from ocrserve.jobs.celery_app import callback_policy, enqueue, make_celery, runner_config
 from ocrserve.jobs.embedded import DatabaseLock, EmbeddedWorkers
@@ -67,20 +70,27 @@ REQUEST_ID_HEADER = "x-request-id"
 CACHE_HEADER = "X-Cache"
 
 
-def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, engine: Engine | None = None, drain: Drain | None = None
+) -> FastAPI:
     """Build the app. ``engine`` may be passed in (tests share one); otherwise it is loaded.
+    ``drain`` is started by the server on SIGTERM (:mod:`ocrserve.api.server`).
 
     >>> app = create_app(Settings())             # doctest: +SKIP
     >>> uvicorn.run(app, host="127.0.0.1", port=8000)  # doctest: +SKIP
     """
     settings = settings or Settings()
+    drain = drain or Drain(settings.shutdown_timeout_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        drain.bind(asyncio.get_running_loop())
         service = await run_in_threadpool(_build_service, settings, engine)
         app.state.service = service
         service.batcher.start()
         service.tasks = await _start_tasks(service)
+        if isinstance(service.tasks, TaskBackend) and service.tasks.workers is not None:
+            drain.on_begin(service.tasks.workers.pause)
         await run_in_threadpool(service.engine.warmup)
         service.ready = True
         log.info(
@@ -99,7 +109,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             yield
         finally:
             service.ready = False
-            await _shut_down(service)
+            await _shut_down(service, drain)
 
     app = FastAPI(
         title="ocrserve",
@@ -108,6 +118,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         lifespan=lifespan,
         responses={413: {"model": ErrorOut}, 415: {"model": ErrorOut}, 422: {"model": ErrorOut}},
     )
+    app.state.drain = drain
     api_errors.install(app)
     declare_callbacks(app.webhooks)
     for prefix in ("", "/v1"):
@@ -145,8 +156,11 @@ async def _start_tasks(service: Service) -> TaskBackend:
     return TaskBackend(store=store, enqueue=lambda _: workers.notify(), workers=workers, lock=lock)
 
 
-async def _shut_down(service: Service) -> None:
-    """Stop what runs, then close what is open; each step runs even if one before failed."""
+async def _shut_down(service: Service, drain: Drain) -> None:
+    """Stop what runs, then close what is open; each step runs even if one before failed.
+    Embedded task runs are stopped and released (queued again for the next process, the run
+    not counted); the batcher fails what is still queued and waits for its lanes only as long
+    as the drain's budget allows."""
     steps: list[tuple[str, Callable[[], Awaitable[object]]]] = []
     tasks = service.tasks
     if isinstance(tasks, TaskBackend):
@@ -155,7 +169,9 @@ async def _shut_down(service: Service) -> None:
         steps.append(("task store", lambda: run_in_threadpool(tasks.store.close)))
         if (lock := tasks.lock) is not None:
             steps.append(("database lock", lambda: run_in_threadpool(lock.release)))
-    steps.append(("batcher", lambda: run_in_threadpool(service.batcher.stop)))
+    steps.append(
+        ("batcher", lambda: run_in_threadpool(service.batcher.stop, max(drain.left() - 1, 0.5)))
+    )
     steps.append(("HTTP client", service.http.aclose))
     if service.cache is not None:
         steps.append(("cache", service.cache.close))
@@ -347,7 +363,8 @@ def _router() -> APIRouter:
         optional (a cache outage is misses, not errors), so its state is reported in
         ``optional`` and in ``ocrserve_cache_up``, and never pulls the replica."""
         service = service_of(request)
-        checks: dict[str, bool] = {"engine": service.ready}
+        drain: Drain = request.app.state.drain
+        checks: dict[str, bool] = {"engine": service.ready, "accepting": not drain.draining}
         optional: dict[str, bool] = {}
         if isinstance(service.cache, RedisCache):
             optional["redis"] = await service.cache.ping()
@@ -509,12 +526,13 @@ class _RequestContext:
         token = request_id.set(rid[:128])
         t0 = time.perf_counter()
         status = 500
+        started = False
         service: Service | None = getattr(scope["app"].state, "service", None)
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
                 message.setdefault("headers", [])
                 message["headers"] = [
                     *message["headers"],
@@ -522,6 +540,7 @@ class _RequestContext:
                 ]
             await send(message)
 
+        drain: Drain | None = getattr(scope["app"].state, "drain", None)
         try:
             limit = _body_limit(service)
             declared = headers.get("content-length", "")
@@ -529,7 +548,14 @@ class _RequestContext:
                 err = FileTooLargeError(limit=limit, value=int(declared))
                 await api_errors.error_response(err)(scope, receive, send_with_id)
                 return
-            await self.app(scope, _counting(receive, limit), send_with_id)
+            if drain is not None and drain.draining and scope.get("path") not in _PROBES:
+                await api_errors.error_response(_shutting_down())(scope, receive, send_with_id)
+                return
+            call = self.app(scope, _counting(receive, limit), send_with_id)
+            if drain is None:
+                await call
+            else:
+                await _until_drained(call, drain, scope, receive, send_with_id, lambda: started)
         finally:
             elapsed = time.perf_counter() - t0
             route = _route_name(scope)
@@ -546,6 +572,43 @@ class _RequestContext:
                 },
             )
             request_id.reset(token)
+
+
+#: Answered while draining: a load balancer reads readiness and scrapes metrics to the end.
+_PROBES = frozenset(p + r for p in ("", "/v1") for r in ("/health", "/ready", "/metrics"))
+
+
+def _shutting_down() -> ShuttingDownError:
+    return ShuttingDownError(
+        "the server is shutting down; send the request again (another replica takes it)",
+        retry_after=RETRY_AFTER_S,
+    )
+
+
+async def _until_drained(
+    call: Awaitable[None],
+    drain: Drain,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    started: Callable[[], bool],
+) -> None:
+    """Run the request; if the drain's grace for requests runs out first, stop it and answer
+    a JSON 503 (unless its response has begun, which then ends as it can)."""
+    task = asyncio.ensure_future(call)
+    expired = asyncio.ensure_future(drain.expired())
+    try:
+        await asyncio.wait({task, expired}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        expired.cancel()
+    if task.done():
+        task.result()
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    if not started():
+        await api_errors.error_response(_shutting_down())(scope, receive, send)
 
 
 def _body_limit(service: Service | None) -> int:

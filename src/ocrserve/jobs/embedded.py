@@ -115,6 +115,7 @@ class EmbeddedWorkers:
         self.poll = poll
         self.on_restart = on_restart
         self.name = f"embedded-{os.getpid()}"
+        self.paused = False
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._http = httpx.AsyncClient(follow_redirects=False)
@@ -140,8 +141,14 @@ class EmbeddedWorkers:
         self._tasks = [asyncio.create_task(c) for c in loops]
         self.notify()
 
+    def pause(self) -> None:
+        """Claim no more tasks (a drain has begun); runs in progress go on."""
+        self.paused = True
+
     async def stop(self) -> None:
-        """Cancel the loops and close the HTTP client, whatever state the loops are in."""
+        """Cancel the loops, give back the tasks they were running (queued again at once, the
+        interrupted run not counted: another process, or this one restarted, takes them), and
+        close the HTTP client, whatever state the loops are in."""
         try:
             for t in self._tasks:
                 t.cancel()
@@ -150,6 +157,9 @@ class EmbeddedWorkers:
                 if isinstance(outcome, Exception):
                     log.error("a task loop had ended with an error", exc_info=outcome)
             self._tasks.clear()
+            released = await run_in_threadpool(self.store.release, f"{self.name}-")
+            if released:
+                log.warning("released %d running tasks for the next process", released)
         finally:
             await self._http.aclose()
 
@@ -203,6 +213,8 @@ class _WorkStep:
 
     async def __call__(self) -> float:
         w = self.w
+        if w.paused:
+            return w.poll
         row = await run_in_threadpool(
             w.store.claim_next, self.worker, w.config.lease, w.config.max_runs
         )

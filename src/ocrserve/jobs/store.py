@@ -460,6 +460,17 @@ class TaskStore:
             )
             return list(done.scalars())
 
+    def release(self, worker_prefix: str) -> int:
+        """Give back the running tasks of workers named ``worker_prefix...`` (a process that is
+        stopping): queued again at once, and the interrupted run not counted."""
+        with self.session() as s:
+            done = s.execute(
+                update(TaskRow)
+                .where(TaskRow.status == RUNNING, TaskRow.worker.startswith(worker_prefix))
+                .values(status=QUEUED, lease_until=None, worker=None, runs=TaskRow.runs - 1)
+            )
+            return int(done.rowcount)  # type: ignore[attr-defined]
+
     def expire_leases(self) -> int:
         """At start of the embedded process, which holds the database's lock: every lease
         belongs to a process that is gone, so it is over now (each such run counts)."""

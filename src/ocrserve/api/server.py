@@ -1,0 +1,39 @@
+"""``ocrserve serve``: the app under uvicorn, with the drain wired to its exit signals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import uvicorn
+
+from ocrserve.api.app import create_app
+from ocrserve.api.drain import Drain
+from ocrserve.config import Settings
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, plus: the first SIGTERM/SIGINT starts the app's drain."""
+
+    def __init__(self, config: uvicorn.Config, drain: Drain) -> None:
+        super().__init__(config)
+        self.drain = drain
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        self.drain.begin()
+        super().handle_exit(sig, frame)
+
+
+def serve(settings: Settings) -> None:
+    """Run the HTTP service until a signal, then drain within ``settings.shutdown_timeout_s``."""
+    drain = Drain(settings.shutdown_timeout_s)
+    app = create_app(settings, drain=drain)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,  # our JSON logging, set up by the caller
+        access_log=False,  # the app logs each request itself, with its request id
+        # Past this uvicorn cancels what still runs; the middleware has answered by then.
+        timeout_graceful_shutdown=max(1, int(drain.server_grace)),
+    )
+    _Server(config, drain).run()

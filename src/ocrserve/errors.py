@@ -26,7 +26,7 @@ that the HTTP layer maps to a status in one place::
         ├── QueueFullError             queue_full           .retry_after
         │   └── ShuttingDownError      shutting_down        (draining after SIGTERM)
         ├── DeadlineExceededError      deadline_exceeded    .timeout
-        ├── StorageUnavailableError    storage_unavailable  .retry_after (disk full, read-only, down)
+        ├── StorageUnavailableError    storage_unavailable  .retry_after (disk full, read-only)
         ├── RateLimitedError           rate_limited         .retry_after
         └── AuthError                  unauthorized
 """

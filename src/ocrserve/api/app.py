@@ -25,8 +25,8 @@ from starlette.datastructures import UploadFile
 
 from ocrserve import __version__
 from ocrserve.api import errors as api_errors
-from ocrserve.api.drain import RETRY_AFTER_S, Drain
 from ocrserve.api.callbacks import declare_callbacks
+from ocrserve.api.drain import RETRY_AFTER_S, Drain
 from ocrserve.api.metrics import Metrics
 from ocrserve.api.schemas import BatchError, BatchItem, ErrorOut, Health, OCRJSONRequest, OCRResult
 from ocrserve.api.security import KeyCheck, TokenBuckets

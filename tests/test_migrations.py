@@ -29,6 +29,8 @@ from ocrserve.jobs.store import (
     SUCCEEDED,
     TABLE,
     Base,
+    IdempotencyConflict,
+    NewTask,
     TaskRow,
     TaskStore,
     make_engine,
@@ -159,6 +161,29 @@ def test_a_0001_database_is_upgraded_and_its_tasks_finish_through_the_store(
         done = store.get(ids["queued"])
         assert done is not None and (done.status, done.result) == (SUCCEEDED, {"text": "new"})
         assert done.idempotency_key == "invoice-1"
+    finally:
+        store.close()
+
+
+def test_0004_gives_earlier_tasks_the_default_tenant_and_idempotency_keys_per_tenant(
+    url: str, engine: sqlalchemy.Engine
+) -> None:
+    assert schema.migrate(engine, "0003") == "0003"
+    ids = insert_old_rows(engine)
+    store = TaskStore(url)
+    try:
+        rows = [store.get(i) for i in ids.values()]
+        assert [r.tenant for r in rows if r is not None] == ["default"] * len(ids)
+        assert store.get(ids["queued"], tenant="alice") is None
+        # "invoice-1" was the default tenant's: alice's is another task; the default tenant's
+        # is still that one (the old row's hash is no real request: a conflict naming it).
+        mine, created = store.create(NewTask(options={}), "invoice-1", tenant="alice")
+        assert created and mine.id not in ids.values() and mine.tenant == "alice"
+        with pytest.raises(IdempotencyConflict) as info:
+            store.create(NewTask(options={}), "invoice-1")
+        assert info.value.task_id == ids["queued"]
+        assert [r.id for r in store.dead_letters(tenant="alice")] == []
+        assert [r.id for r in store.dead_letters(tenant="default")] == [ids["dead"]]
     finally:
         store.close()
 

@@ -105,7 +105,8 @@ async def test_retries_on_the_schedule_then_dead_letter_then_replay(
     engine: Engine, tmp_path: Path, receiver: Receiver
 ) -> None:
     receiver.script = [(503, {})] * 4  # the first try and all three retries fail
-    async for client in client_for(task_settings(tmp_path), engine):
+    admin = {"X-API-Key": "admin-key"}  # /admin is off (404) without OCRSERVE_ADMIN_KEY
+    async for client in client_for(task_settings(tmp_path, admin_key="admin-key"), engine):
         task_id = (
             await client.post(
                 "/ocr/async", json={"image_base64": b64(LONG_LINE), "callback_url": receiver.url}
@@ -120,15 +121,15 @@ async def test_retries_on_the_schedule_then_dead_letter_then_replay(
         assert all(a["duration_ms"] >= 0 and a["error"] == "HTTP 503" for a in log)
         assert len({c["id"] for c in receiver.calls}) == 1  # one event: one webhook-id
 
-        dead = (await client.get("/admin/dead-letters")).json()
+        dead = (await client.get("/admin/dead-letters", headers=admin)).json()
         assert [d["task_id"] for d in dead] == [task_id] and dead[0]["attempts"] == 4
-        r = await client.post(f"/admin/dead-letters/{task_id}/replay")
+        r = await client.post(f"/admin/dead-letters/{task_id}/replay", headers=admin)
         assert r.status_code == 202
         await callback_settled(client, task_id, "delivered")
         assert receiver.delivered()
-        assert (await client.get("/admin/dead-letters")).json() == []
+        assert (await client.get("/admin/dead-letters", headers=admin)).json() == []
         assert receiver.calls[-1]["id"] == receiver.calls[0]["id"]  # the receiver can dedupe
-        r = await client.post(f"/admin/dead-letters/{task_id}/replay")
+        r = await client.post(f"/admin/dead-letters/{task_id}/replay", headers=admin)
         assert r.status_code == 404
 
 

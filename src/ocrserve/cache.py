@@ -1,4 +1,9 @@
-"""Result cache keyed by the SHA-256 of a document's bytes, the options and the model version.
+"""Result cache keyed by the tenant, the SHA-256 of a document's bytes, the options and the
+model version.
+
+Each tenant (API key) has its own entries: a hit for bytes another tenant sent would tell the
+caller that someone sent that document, and when (a membership oracle), and hand over their
+result. So the same document sent by two keys is read twice.
 
 In memory (a bounded LRU) by default; Redis when ``OCRSERVE_REDIS_URL`` is set, so that several
 server processes share it. Values are the JSON of a result. A cache that fails (Redis down) is
@@ -23,11 +28,15 @@ log = logging.getLogger(__name__)
 KEY_PREFIX = "ocrserve:result:"
 
 
-def cache_key(data: bytes, options: OCROptions, extra: str, model_version: str) -> str:
-    """``extra`` carries request options outside :class:`OCROptions` (max_pages, dpi)."""
+def cache_key(
+    data: bytes, options: OCROptions, extra: str, model_version: str, *, tenant: str
+) -> str:
+    """``extra`` carries request options outside :class:`OCROptions` (max_pages, dpi).
+    ``tenant`` (a key's name: letters, digits, ``._-``) leads, so that one tenant's entries can
+    be found or dropped in Redis with ``ocrserve:result:<tenant>:*``."""
     digest = hashlib.sha256(data).hexdigest()
     opts = hashlib.sha256(f"{options!r}|{extra}|{model_version}".encode()).hexdigest()[:16]
-    return f"{KEY_PREFIX}{digest}:{opts}"
+    return f"{KEY_PREFIX}{tenant}:{digest}:{opts}"
 
 
 class ResultCache(Protocol):

@@ -6,16 +6,62 @@ parts each layer needs (plain option objects) down through constructors.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ocrserve.errors import ConfigError
 from ocrserve.types import Precision
 from ocrserve.webhooks import generate_secret, parse_secret
+
+#: The one tenant when API keys are off, and the owner of tasks made before there were tenants.
+DEFAULT_TENANT = "default"
+#: A key's name is its tenant id: it goes into logs, the task table and cache keys.
+_KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _named_keys(value: object) -> object:
+    """``OCRSERVE_API_KEYS`` as ``{name: key}``: a JSON object as it is, a list named ``key-1``,
+    ``key-2``... in order. Messages name keys by their name, never print one."""
+    if isinstance(value, str | bytes):
+        try:
+            # object_pairs_hook: a name given twice would otherwise silently keep the last key.
+            value = json.loads(value, object_pairs_hook=_unique_names)
+        except json.JSONDecodeError as e:
+            raise ValueError(
+                'must be JSON: a list of keys, or an object {"name": "key", ...}'
+            ) from e
+    if isinstance(value, list | tuple):
+        value = {f"key-{n}": key for n, key in enumerate(value, 1)}
+    if not isinstance(value, dict):
+        raise ValueError('must be a list of keys, or an object {"name": "key", ...}')
+    seen: dict[object, str] = {}
+    for name, key in value.items():
+        if not isinstance(name, str) or not _KEY_NAME.fullmatch(name):
+            raise ValueError(
+                f"key name {name!r} must be 1-64 letters, digits, '.', '_' or '-' "
+                "(it is the tenant id in logs and the task table)"
+            )
+        if not isinstance(key, str) or not key or key != key.strip():
+            raise ValueError(
+                f"the key named {name!r} must be a non-empty string, no spaces around it"
+            )
+        if key in seen:  # which tenant would it be?
+            raise ValueError(f"the keys named {seen[key]!r} and {name!r} are the same key")
+        seen[key] = name
+    return value
+
+
+def _unique_names(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    names = [name for name, _ in pairs]
+    if dupes := sorted({n for n in names if names.count(n) > 1}):
+        raise ValueError(f"key names must be unique: {', '.join(map(repr, dupes))} given twice")
+    return dict(pairs)
 
 
 def _default_data_dir() -> Path:
@@ -104,7 +150,11 @@ class Settings(BaseSettings):
     #: A whole request body (a batch of files, or base64 in JSON); each file also has
     #: max_file_bytes.
     max_request_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
-    api_keys: tuple[str, ...] = ()
+    #: Client API keys by name (a JSON object; a JSON list is named key-1, key-2...). The name
+    #: is the key's tenant: its tasks, idempotency keys and cached results are its own.
+    api_keys: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    #: The key of /admin/* (every tenant's dead letters); none: those routes are off (404).
+    admin_key: str | None = None
     rate_limit_rps: float = Field(default=0.0, ge=0.0, description="Per key; 0 = no limit.")
     rate_limit_burst: int = Field(default=20, ge=1)
     cache_max_entries: int = Field(default=1024, ge=0, description="0 = no cache.")
@@ -145,6 +195,27 @@ class Settings(BaseSettings):
             return self.database_url
         self.data_dir.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{self.data_dir / 'tasks.db'}"
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _keys_by_name(cls, value: object) -> object:
+        return _named_keys(value)
+
+    @field_validator("admin_key")
+    @classmethod
+    def _usable_admin_key(cls, value: str | None) -> str | None:
+        if value is not None and (not value or value != value.strip()):
+            raise ValueError(
+                "must be a non-empty string, no spaces around it; unset it to turn /admin off"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _admin_key_is_no_client_key(self) -> Settings:
+        # A client holding it would be the admin: the roles would not be separate.
+        if self.admin_key is not None and self.admin_key in self.api_keys.values():
+            raise ValueError("admin_key must not be one of api_keys")
+        return self
 
     @field_validator("webhook_secret")
     @classmethod

@@ -29,10 +29,10 @@ from ocrserve.api.callbacks import declare_callbacks
 from ocrserve.api.drain import RETRY_AFTER_S, Drain
 from ocrserve.api.metrics import Metrics
 from ocrserve.api.schemas import BatchError, BatchItem, ErrorOut, Health, OCRJSONRequest, OCRResult
-from ocrserve.api.security import KeyCheck, TokenBuckets
+from ocrserve.api.security import AdminCheck, KeyCheck, TokenBuckets
 from ocrserve.api.service import (
     BATCH_FIELDS,
-    Guarded,
+    Authorized,
     Service,
     Upload,
     form_options,
@@ -101,6 +101,8 @@ def create_app(
                 "providers": list(service.engine.providers),
                 "cache": type(service.cache).__name__ if service.cache else None,
                 "api_keys": "on" if service.keys.enabled else "off",
+                "tenants": list(service.keys.keys),  # the keys' names
+                "admin_routes": "on" if service.admin.key else "off",
             },
         )
         if not service.keys.enabled:
@@ -209,6 +211,7 @@ def _build_service(settings: Settings, engine: Engine | None) -> Service:
         cache=cache,
         metrics=metrics,
         keys=KeyCheck(settings.api_keys),
+        admin=AdminCheck(settings.admin_key),
         buckets=TokenBuckets(settings.rate_limit_rps, settings.rate_limit_burst),
         http=httpx.AsyncClient(follow_redirects=False),
     )
@@ -270,12 +273,17 @@ def _router() -> APIRouter:
         openapi_extra=_OCR_BODY,
         summary="Recognise one image or document",
     )
-    async def ocr(request: Request, service: Guarded) -> Response:
+    async def ocr(request: Request, caller: Authorized) -> Response:
         t0 = time.perf_counter()
+        service = caller.service
         upload, raw_options = await read_single(request, service)
         options, max_pages = parse_options(raw_options, service)
         key = cache_key(
-            upload.data, options, _extra(max_pages, service), service.engine.model_version
+            upload.data,
+            options,
+            _extra(max_pages, service),
+            service.engine.model_version,
+            tenant=caller.tenant,
         )
         cached = await _cache_get(service, key)
         if cached is not None:
@@ -290,8 +298,9 @@ def _router() -> APIRouter:
         openapi_extra=_BATCH_BODY,
         summary="Recognise many files; one bad file never fails the others",
     )
-    async def ocr_batch(request: Request, service: Guarded) -> Response:
+    async def ocr_batch(request: Request, caller: Authorized) -> Response:
         t0 = time.perf_counter()
+        service = caller.service
         form = await read_form(request, service)
         try:
             files = [f for name in BATCH_FIELDS for f in form.getlist(name)]
@@ -310,7 +319,7 @@ def _router() -> APIRouter:
         # admitted in one step: all of its pages, or a 503 with nothing queued.
         prepared = await asyncio.gather(
             *(
-                _prepare(service, item, upload.filename, options, max_pages)
+                _prepare(service, item, upload.filename, options, max_pages, caller.tenant)
                 for item, upload in zip(items, uploads, strict=True)
             )
         )
@@ -461,11 +470,14 @@ async def _prepare(
     filename: str | None,
     options: OCROptions,
     max_pages: int,
+    tenant: str,
 ) -> dict[str, object] | _Decoded:
     """A batch file's answer when it needs no inference (an error, a cache hit), else its pages."""
     if isinstance(item, OCRServeError):
         return _item_error(filename, item)
-    key = cache_key(item.data, options, _extra(max_pages, service), service.engine.model_version)
+    key = cache_key(
+        item.data, options, _extra(max_pages, service), service.engine.model_version, tenant=tenant
+    )
     cached = await _cache_get(service, key)
     if cached is not None:
         return {"filename": filename, **cached}
@@ -528,6 +540,8 @@ class _RequestContext:
         status = 500
         started = False
         service: Service | None = getattr(scope["app"].state, "service", None)
+        # Made here, so the guard's request.state.tenant lands in a dict this log line reads.
+        state: dict[str, Any] = scope.setdefault("state", {})
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, started
@@ -569,6 +583,7 @@ class _RequestContext:
                     "path": scope.get("path"),
                     "status": status,
                     "ms": round(elapsed * 1000, 1),
+                    "tenant": state.get("tenant"),  # the key's name, never the key
                 },
             )
             request_id.reset(token)

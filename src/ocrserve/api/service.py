@@ -14,7 +14,7 @@ from starlette.datastructures import FormData, UploadFile
 
 from ocrserve.api.metrics import Metrics
 from ocrserve.api.schemas import OCRJSONRequest
-from ocrserve.api.security import KeyCheck, TokenBuckets
+from ocrserve.api.security import AdminCheck, KeyCheck, TokenBuckets
 from ocrserve.batcher import Batcher
 from ocrserve.cache import ResultCache
 from ocrserve.config import Settings
@@ -42,6 +42,7 @@ class Service:
     cache: ResultCache | None
     metrics: Metrics
     keys: KeyCheck
+    admin: AdminCheck
     buckets: TokenBuckets
     http: httpx.AsyncClient
     #: The async-task backend (api.tasks.TaskBackend); typed loosely to keep imports one-way.
@@ -61,9 +62,11 @@ def service_of(request: Request) -> Service:
 
 
 def guard(request: Request) -> Service:
-    """Dependency of every OCR route: API key, then the caller's rate limit."""
+    """Dependency of every OCR route: API key, then the caller's rate limit. The caller's
+    tenant goes on ``request.state.tenant``: for :func:`caller`, and the access log."""
     service = service_of(request)
     who = service.keys.identify(request)
+    request.state.tenant = service.keys.tenant(request)
     try:
         service.buckets.take(who)
     except OCRServeError:
@@ -73,6 +76,32 @@ def guard(request: Request) -> Service:
 
 
 Guarded = Annotated[Service, Depends(guard)]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who calls (``tenant``: its key's name; one tenant when keys are off) and the service.
+    Routes that read or write a tenant's things (tasks, cached results) take this."""
+
+    service: Service
+    tenant: str
+
+
+def caller(request: Request, service: Guarded) -> Caller:
+    return Caller(service, request.state.tenant)
+
+
+Authorized = Annotated[Caller, Depends(caller)]
+
+
+def admin_guard(request: Request) -> Service:
+    """Dependency of the /admin routes: the admin key (404 when none is configured)."""
+    service = service_of(request)
+    service.admin.check(request)
+    return service
+
+
+AdminGuarded = Annotated[Service, Depends(admin_guard)]
 
 
 async def read_form(request: Request, service: Service) -> FormData:

@@ -1,4 +1,9 @@
-"""Async task routes: submit (202), status, cancel/purge, and the callbacks' dead letters."""
+"""Async task routes: submit (202), status, cancel/purge, and the callbacks' dead letters.
+
+A task is its tenant's (its API key's name): another tenant's task id reads, cancels and purges
+as a missing one, the same 404 body, and idempotency keys are looked up within the tenant.
+The dead letters are the admin's (``OCRSERVE_ADMIN_KEY``), every tenant's, URLs redacted.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +23,8 @@ from starlette.datastructures import UploadFile
 from ocrserve.api.service import (
     FILE_FIELDS,
     OPTION_FIELDS,
-    Guarded,
+    AdminGuarded,
+    Authorized,
     Service,
     parse_options,
     read_form,
@@ -39,6 +45,7 @@ from ocrserve.jobs.store import (
     TaskStore,
 )
 from ocrserve.schemas import iso_time, task_result
+from ocrserve.urls import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -96,13 +103,16 @@ def task_router() -> APIRouter:
     router = APIRouter()
 
     @router.post("/ocr/async", status_code=202, summary="Submit a document; 202 with a task id")
-    async def submit(request: Request, service: Guarded) -> Response:
+    async def submit(request: Request, caller: Authorized) -> Response:
+        service = caller.service
         backend = _backend(service)
         new = await _read_submission(request, service)
         key = request.headers.get(IDEMPOTENCY_HEADER)
         try:
-            row, created = await run_in_threadpool(backend.store.create, new, key)
-        except IdempotencyConflict as e:
+            row, created = await run_in_threadpool(
+                lambda: backend.store.create(new, key, tenant=caller.tenant)
+            )
+        except IdempotencyConflict as e:  # the caller's own task: the lookup is per tenant
             err = _Conflict(
                 f"Idempotency-Key {key!r} was used for a different request (task {e.task_id})"
             )
@@ -121,23 +131,28 @@ def task_router() -> APIRouter:
             },
         )
 
-    async def get_task(task_id: str, request: Request, service: Guarded) -> Response:
-        row = await run_in_threadpool(_backend(service).store.get, task_id)
+    async def get_task(task_id: str, request: Request, caller: Authorized) -> Response:
+        store = _backend(caller.service).store
+        row = await run_in_threadpool(lambda: store.get(task_id, tenant=caller.tenant))
         if row is None:
             return _not_found(task_id)
         headers = {} if row.status in FINISHED else {"Retry-After": POLL_HINT_S}
         return JSONResponse(task_view(row, request), headers=headers)
 
-    async def delete_task(task_id: str, request: Request, service: Guarded) -> Response:
-        store = _backend(service).store
-        row = await run_in_threadpool(store.get, task_id)
+    async def delete_task(task_id: str, request: Request, caller: Authorized) -> Response:
+        store, tenant = _backend(caller.service).store, caller.tenant
+        row = await run_in_threadpool(lambda: store.get(task_id, tenant=tenant))
         if row is None:
             return _not_found(task_id)
-        if row.status == QUEUED and await run_in_threadpool(store.cancel, task_id):
-            cancelled = await run_in_threadpool(store.get, task_id)
+        if row.status == QUEUED and await run_in_threadpool(
+            lambda: store.cancel(task_id, tenant=tenant)
+        ):
+            cancelled = await run_in_threadpool(lambda: store.get(task_id, tenant=tenant))
             assert cancelled is not None
             return JSONResponse(task_view(cancelled, request))
-        if row.status == RUNNING or not await run_in_threadpool(store.delete, task_id):
+        if row.status == RUNNING or not await run_in_threadpool(
+            lambda: store.delete(task_id, tenant=tenant)
+        ):
             return JSONResponse(
                 {"error": {"code": "task_running", "message": f"task {task_id} is running"}}, 409
             )
@@ -150,13 +165,17 @@ def task_router() -> APIRouter:
             path, delete_task, methods=["DELETE"], summary="Cancel a queued task, purge a done one"
         )
 
-    @router.get("/admin/dead-letters", summary="Callbacks that could not be delivered")
-    async def dead_letters(service: Guarded) -> JSONResponse:
+    # The admin's (OCRSERVE_ADMIN_KEY): every tenant's dead letters. The store is asked for
+    # all tenants (no tenant argument); client keys never get here.
+    @router.get("/admin/dead-letters", summary="Callbacks that could not be delivered (admin)")
+    async def dead_letters(service: AdminGuarded) -> JSONResponse:
         rows = await run_in_threadpool(_backend(service).store.dead_letters)
         return JSONResponse([_dead_letter(r) for r in rows])
 
-    @router.post("/admin/dead-letters/{task_id}/replay", summary="Send a dead callback again")
-    async def replay(task_id: str, service: Guarded) -> JSONResponse:
+    @router.post(
+        "/admin/dead-letters/{task_id}/replay", summary="Send a dead callback again (admin)"
+    )
+    async def replay(task_id: str, service: AdminGuarded) -> JSONResponse:
         backend = _backend(service)
         if not await run_in_threadpool(backend.store.replay, task_id):
             return _not_found(task_id, "dead letter")
@@ -170,8 +189,10 @@ def task_router() -> APIRouter:
 def _dead_letter(row: TaskRow) -> dict[str, Any]:
     return {
         "task_id": row.id,
+        "tenant": row.tenant,
         "status": row.status,
-        "callback_url": row.callback_url,
+        # Redacted: the admin needs the receiver, not the tenant's credentials in its URL.
+        "callback_url": redact_url(row.callback_url) if row.callback_url else None,
         "attempts": row.callback_attempts,
         "last_error": row.callback_last_error,
         "log": row.callback_log or [],

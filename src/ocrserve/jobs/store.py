@@ -31,18 +31,21 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    UniqueConstraint,
     case,
     create_engine,
     delete,
     event,
     func,
     select,
+    true,
     update,
 )
 from sqlalchemy.engine import Engine as SQLEngine
 from sqlalchemy.exc import IntegrityError, InterfaceError, InternalError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from ocrserve.config import DEFAULT_TENANT
 from ocrserve.errors import StorageUnavailableError
 from ocrserve.jobs.schema import migrate
 
@@ -66,13 +69,20 @@ class Base(DeclarativeBase):
 
 class TaskRow(Base):
     __tablename__ = TABLE
+    # Idempotency keys are each tenant's own: another tenant's "invoice-42" is another task.
+    __table_args__ = (
+        UniqueConstraint("tenant", "idempotency_key", name="uq_ocr_tasks_tenant_idempotency_key"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    #: Who made it: the name of its API key (never the key), DEFAULT_TENANT when keys are off.
+    #: Reads, cancels, purges and idempotency lookups of the API are scoped to it.
+    tenant: Mapped[str] = mapped_column(String(64), server_default=DEFAULT_TENANT)
     status: Mapped[str] = mapped_column(String(16), index=True)
     created_at: Mapped[float] = mapped_column(Float, index=True)
     started_at: Mapped[float | None] = mapped_column(Float)
     finished_at: Mapped[float | None] = mapped_column(Float, index=True)
-    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str] = mapped_column(String(64))
     source_url: Mapped[str | None] = mapped_column(Text)
     input_bytes: Mapped[bytes | None] = mapped_column(LargeBinary)
@@ -224,17 +234,21 @@ class TaskStore:
 
     # --- submit, read, delete ----------------------------------------------------------------
 
-    def create(self, new: NewTask, idempotency_key: str | None = None) -> tuple[TaskRow, bool]:
-        """Insert a queued task; with a key already used, return that task (or conflict)."""
+    def create(
+        self, new: NewTask, idempotency_key: str | None = None, *, tenant: str = DEFAULT_TENANT
+    ) -> tuple[TaskRow, bool]:
+        """Insert a queued task of ``tenant``; with a key this tenant already used, return that
+        task (or conflict). Another tenant's use of the same key is another task."""
         digest = new.request_hash
         if idempotency_key is not None:
-            existing = self._by_key(idempotency_key)
+            existing = self._by_key(tenant, idempotency_key)
             if existing is not None:
                 return self._same_request(existing, digest), False
         row = TaskRow(
             id=uuid.uuid4().hex,
             status=QUEUED,
             created_at=time.time(),
+            tenant=tenant,
             idempotency_key=idempotency_key,
             request_hash=digest,
             source_url=new.source_url,
@@ -252,15 +266,17 @@ class TaskStore:
                 s.add(row)
         except IntegrityError:
             # Two submits with one key raced; the other one's row won.
-            existing = self._by_key(idempotency_key or "")
+            existing = self._by_key(tenant, idempotency_key or "")
             if existing is None:
                 raise
             return self._same_request(existing, digest), False
         return row, True
 
-    def _by_key(self, key: str) -> TaskRow | None:
+    def _by_key(self, tenant: str, key: str) -> TaskRow | None:
         with self.session() as s:
-            return s.scalars(select(TaskRow).where(TaskRow.idempotency_key == key)).first()
+            return s.scalars(
+                select(TaskRow).where(TaskRow.tenant == tenant, TaskRow.idempotency_key == key)
+            ).first()
 
     @staticmethod
     def _same_request(row: TaskRow, digest: str) -> TaskRow:
@@ -268,25 +284,34 @@ class TaskStore:
             raise IdempotencyConflict(row.id)
         return row
 
-    def get(self, task_id: str) -> TaskRow | None:
-        with self.session() as s:
-            return s.get(TaskRow, task_id)
+    @staticmethod
+    def _of(tenant: str | None) -> ColumnElement[bool]:
+        """Rows of ``tenant``; every row with None (the workers, ``ocrserve dlq``, the admin).
+        The API passes its caller's tenant, so another's task is, to it, no task at all."""
+        return TaskRow.tenant == tenant if tenant is not None else true()
 
-    def cancel(self, task_id: str) -> bool:
-        """Cancel a queued task; False if it is not queued (any more)."""
+    def get(self, task_id: str, *, tenant: str | None = None) -> TaskRow | None:
+        with self.session() as s:
+            row = s.get(TaskRow, task_id)
+            return row if row is not None and (tenant is None or row.tenant == tenant) else None
+
+    def cancel(self, task_id: str, *, tenant: str | None = None) -> bool:
+        """Cancel a queued task; False if it is not queued (any more) or not ``tenant``'s."""
         with self.session() as s:
             done = s.execute(
                 update(TaskRow)
-                .where(TaskRow.id == task_id, TaskRow.status == QUEUED)
+                .where(TaskRow.id == task_id, self._of(tenant), TaskRow.status == QUEUED)
                 .values(status=CANCELLED, finished_at=time.time(), input_bytes=None)
             )
             return bool(done.rowcount)  # type: ignore[attr-defined]
 
-    def delete(self, task_id: str) -> bool:
-        """Purge a finished task; False if it is not finished."""
+    def delete(self, task_id: str, *, tenant: str | None = None) -> bool:
+        """Purge a finished task; False if it is not finished or not ``tenant``'s."""
         with self.session() as s:
             done = s.execute(
-                delete(TaskRow).where(TaskRow.id == task_id, TaskRow.status.in_(FINISHED))
+                delete(TaskRow).where(
+                    TaskRow.id == task_id, self._of(tenant), TaskRow.status.in_(FINISHED)
+                )
             )
             return bool(done.rowcount)  # type: ignore[attr-defined]
 
@@ -584,22 +609,22 @@ class TaskStore:
             row.callback_claimed_until = None
             row.callback_last_error = attempt.get("error")
 
-    def dead_letters(self) -> list[TaskRow]:
+    def dead_letters(self, *, tenant: str | None = None) -> list[TaskRow]:
         with self.session() as s:
             return list(
                 s.scalars(
                     select(TaskRow)
-                    .where(TaskRow.callback_state == DEAD)
+                    .where(TaskRow.callback_state == DEAD, self._of(tenant))
                     .order_by(TaskRow.finished_at)
                 )
             )
 
-    def replay(self, task_id: str) -> bool:
+    def replay(self, task_id: str, *, tenant: str | None = None) -> bool:
         """Send a dead callback again, through the whole retry schedule."""
         with self.session() as s:
             done = s.execute(
                 update(TaskRow)
-                .where(TaskRow.id == task_id, TaskRow.callback_state == DEAD)
+                .where(TaskRow.id == task_id, self._of(tenant), TaskRow.callback_state == DEAD)
                 .values(callback_state=PENDING, callback_next_at=time.time(),
                         callback_claimed_until=None, callback_attempts=0)
             )  # fmt: skip

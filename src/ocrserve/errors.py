@@ -12,8 +12,9 @@ that the HTTP layer maps to a status in one place::
     │       ├── FileTooLargeError      file_too_large       (bytes)
     │       ├── TooManyPixelsError     too_many_pixels      (pixels per page; decompression bombs)
     │       └── TooManyPagesError      too_many_pages       (pages, when truncation is refused)
-    ├── URLError                       url_error            .url (an image_url input)
-    │   ├── URLNotAllowedError         url_not_allowed      (scheme, or a private address)
+    ├── URLError                       url_error            .url (an image_url or callback_url)
+    │   ├── InvalidURLError            invalid_url          (port, host, label, IDNA: unusable)
+    │   ├── URLNotAllowedError         url_not_allowed      (scheme, or a non-public address)
     │   └── URLFetchError              url_fetch_failed     .status (timeout, refused, non-2xx)
     ├── OptionError                    invalid_option       .option .value .allowed
     │   └── LanguageNotInstalledError  language_not_installed  .installed
@@ -176,13 +177,21 @@ class EngineError(OCRServeError):
 
 
 class URLError(InputError):
-    """An ``image_url`` could not be used."""
+    """An ``image_url`` or ``callback_url`` could not be used; ``.url`` as it may be shown
+    (:func:`ocrserve.urls.redact_url`)."""
 
     code = "url_error"
 
     def __init__(self, message: str, *, url: str) -> None:
         super().__init__(message)
         self.url = url
+
+
+class InvalidURLError(URLError):
+    """The URL cannot be used as written: a port out of range, a bad host name or label,
+    unbalanced brackets, a name IDNA refuses."""
+
+    code = "invalid_url"
 
 
 class URLNotAllowedError(URLError):

@@ -11,6 +11,9 @@ from contextvars import ContextVar
 #: The id of the HTTP request this code runs for ("-" outside one); set by the API middleware.
 request_id: ContextVar[str] = ContextVar("request_id", default="-")
 
+#: Libraries whose INFO and DEBUG lines print secrets: kept at WARNING whatever the level.
+QUIET_LOGGERS = ("httpx", "httpcore")
+
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
@@ -41,3 +44,7 @@ def configure(level: str = "info", *, json_lines: bool = True) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # httpx logs every request's full URL at INFO (httpcore its connections at DEBUG): the
+    # image_url and callback URLs of clients, with their passwords and presigned signatures.
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)

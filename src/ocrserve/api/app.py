@@ -16,7 +16,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -58,6 +57,7 @@ from ocrserve.errors import (
     QueueFullError,
     ShuttingDownError,
 )
+from ocrserve.fetch import server_client
 from ocrserve.jobs.celery_app import callback_policy, enqueue, make_celery, runner_config
 from ocrserve.jobs.embedded import DatabaseLock, EmbeddedWorkers
 from ocrserve.jobs.store import TaskStore
@@ -213,7 +213,7 @@ def _build_service(settings: Settings, engine: Engine | None) -> Service:
         keys=KeyCheck(settings.api_keys),
         admin=AdminCheck(settings.admin_key),
         buckets=TokenBuckets(settings.rate_limit_rps, settings.rate_limit_burst),
-        http=httpx.AsyncClient(follow_redirects=False),
+        http=server_client(allow_private=settings.allow_private_urls),
     )
 
 

@@ -37,6 +37,7 @@ from celery.signals import worker_ready, worker_shutdown
 from ocrserve.config import Settings
 from ocrserve.decode import DecodeLimits
 from ocrserve.engine import Engine
+from ocrserve.fetch import server_client
 from ocrserve.jobs.delivery import CallbackPolicy, run_due
 from ocrserve.jobs.runner import RunnerConfig, execute
 from ocrserve.jobs.store import FINISHED, TaskRow, TaskStore
@@ -177,7 +178,7 @@ def run_claimed(rt: _Runtime, claimed: TaskRow, worker: str) -> str:
         return result
 
     async def main() -> str:
-        async with _http_client() as http:
+        async with _http_client(rt.settings) as http:
             return await execute(
                 claimed,
                 store=rt.store,
@@ -191,8 +192,8 @@ def run_claimed(rt: _Runtime, claimed: TaskRow, worker: str) -> str:
     return asyncio.run(main())
 
 
-def _http_client() -> httpx.AsyncClient:
-    return httpx.AsyncClient(follow_redirects=False)
+def _http_client(settings: Settings) -> httpx.AsyncClient:
+    return server_client(allow_private=settings.allow_private_urls)
 
 
 def sweep_every(settings: Settings) -> float:
@@ -249,7 +250,7 @@ class _Background:
         self._loop = asyncio.get_running_loop()
         self._main_task = asyncio.current_task()
         rt = runtime(self.app.conf.ocrserve_settings)
-        async with _http_client() as http:
+        async with _http_client(rt.settings) as http:
             loops = _Loops(self.app, rt, http)
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(
@@ -292,7 +293,7 @@ def run_burst(settings: Settings) -> int:
     ran = 0
 
     async def callbacks() -> int:
-        async with _http_client() as http:
+        async with _http_client(rt.settings) as http:
             return await run_due(rt.store, rt.policy, http, run_sync=asyncio.to_thread)
 
     with app.connection_for_read() as conn:

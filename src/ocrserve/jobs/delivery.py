@@ -27,9 +27,10 @@ import httpx
 
 from ocrserve import webhooks
 from ocrserve.errors import ConfigError, URLError
-from ocrserve.fetch import check_url
+from ocrserve.fetch import checked_url
 from ocrserve.jobs.store import DEAD, DELIVERED, PENDING, TaskRow, TaskStore
 from ocrserve.schemas import ErrorDetail, TaskEvent, task_result
+from ocrserve.urls import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +128,11 @@ async def deliver(
         log.error("callback of task %s not sent, a dead letter: %s", store_row.id, e)
         return _record(started, None, f"{ConfigError.code}: {e}", attempt_no), DEAD, None
     try:
-        await check_url(url, allow_private=policy.allow_private, require_https=True)
+        # The address of a name is checked where ``client`` (a fetch.server_client) connects.
+        target = checked_url(url, allow_private=policy.allow_private, require_https=True)
         body = task_event(store_row).model_dump_json().encode()
         headers = webhooks.headers_for(event_id(store_row), body, policy.secret)
-        response = await client.post(url, content=body, headers=headers, timeout=policy.timeout)
+        response = await client.post(target, content=body, headers=headers, timeout=policy.timeout)
         status = response.status_code
         retry_after = _retry_after(response)
         if not 200 <= status < 300:
@@ -189,8 +191,9 @@ async def run_due(
         await run_sync(lambda: store.record_attempt(task_id, record, state=state, next_at=next_at))
         log.info(
             "callback attempt",
-            extra={"task_id": task_id, "state": state, "status_code": record["status_code"],
-                   "error": record["error"], "next_in": delay},
+            extra={"task_id": task_id, "url": redact_url(row.callback_url or ""), "state": state,
+                   "status_code": record["status_code"], "error": record["error"],
+                   "next_in": delay},
         )  # fmt: skip
         return True
 

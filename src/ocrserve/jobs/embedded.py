@@ -22,12 +22,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import httpx
 from sqlalchemy.engine import make_url
 from starlette.concurrency import run_in_threadpool
 
 from ocrserve.batcher import Batcher
 from ocrserve.errors import StoreError
+from ocrserve.fetch import server_client
 from ocrserve.jobs.delivery import CallbackPolicy, run_due
 from ocrserve.jobs.runner import RunnerConfig, execute
 from ocrserve.jobs.store import TaskStore
@@ -118,7 +118,8 @@ class EmbeddedWorkers:
         self.paused = False
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._http = httpx.AsyncClient(follow_redirects=False)
+        # One client for fetches and callbacks: private targets only if both may reach them.
+        self._http = server_client(allow_private=config.allow_private and policy.allow_private)
 
     async def start(self) -> None:
         """Recover what a dead process left, then start the loops. The caller holds the

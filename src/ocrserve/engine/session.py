@@ -20,6 +20,11 @@ from ocrserve.errors import ModelError
 
 log = logging.getLogger(__name__)
 
+# onnxruntime's Linux builds carry Microsoft's 1DS telemetry client (the library holds
+# mobile.events.data.microsoft.com). ocrserve promises to run offline and to open no connection
+# it was not asked to: turn it off before the first session exists, once per process.
+ort.disable_telemetry_events()
+
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 

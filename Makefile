@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 SAMPLE  ?= tests/fixtures/en_doc_paragraph.jpg
 
-.PHONY: install system-deps run sample test lint bench bench-load
+.PHONY: install system-deps browser-deps run sample test lint bench bench-load
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,6 +21,11 @@ system-deps:
 	command -v tesseract >/dev/null || (apt-get update -qq && \
 		apt-get install -y -qq tesseract-ocr tesseract-ocr-eng tesseract-ocr-chi-sim)
 
+# Chromium renders /docs and /redoc in a test: the API docs must work with no network.
+browser-deps:
+	command -v chromium >/dev/null || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
 run: $(STAMP)
 	$(BIN)/ocrserve serve
 
@@ -32,7 +37,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
 
-test: $(STAMP) lint
+test: $(STAMP) lint browser-deps
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP) system-deps

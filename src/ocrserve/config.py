@@ -6,9 +6,13 @@ parts each layer needs (plain option objects) down through constructors.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
+import logging
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -18,6 +22,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from ocrserve.errors import ConfigError
 from ocrserve.types import Precision
 from ocrserve.webhooks import generate_secret, parse_secret
+
+log = logging.getLogger(__name__)
 
 #: The one tenant when API keys are off, and the owner of tasks made before there were tenants.
 DEFAULT_TENANT = "default"
@@ -71,7 +77,7 @@ def _default_data_dir() -> Path:
 def _create_secret_file(path: Path) -> None:
     """Write a new secret to ``path`` unless it exists, in one step: a process starting at the
     same time (a server and a worker) never reads a half-written, empty file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_folder(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -82,6 +88,47 @@ def _create_secret_file(path: Path) -> None:
         pass
     finally:
         tmp.unlink()
+
+
+def private_folder(path: Path) -> None:
+    """Make ``path`` (and its parents) and keep it its owner's alone, 0700 whatever the umask:
+    the data folder holds the task database (results, metadata, callback URLs) and the
+    webhook secret. One left open to others (an earlier version made it 0755) is tightened."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode == 0o700:
+        return
+    try:
+        os.chmod(path, 0o700)
+    except OSError as e:  # not its owner: say so, and go on (the files in it are 0600)
+        log.warning("cannot make the data folder %s private (mode %o): %s", path, mode, e)
+        return
+    if mode & 0o077:
+        log.warning("the data folder %s was open to others (mode %o); it is now 0700", path, mode)
+
+
+def _private_database(path: Path) -> Path:
+    """The SQLite task database, made (empty: SQLite takes that as a new database) or tightened
+    to 0600 before SQLite opens it. SQLite gives the -wal and -shm files it makes the database
+    file's mode, so those are 0600 too; ones an earlier version left are tightened here."""
+    private_folder(path.parent)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        file = path.with_name(path.name + suffix)
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_IMODE(file.stat().st_mode) & 0o077:
+                os.chmod(file, 0o600)
+    return path
+
+
+def _address_list(value: object) -> object:
+    """``OCRSERVE_TRUSTED_PROXIES`` as a JSON list, or as plain comma-separated text."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
 
 
 class Settings(BaseSettings):
@@ -162,6 +209,10 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     allow_private_urls: bool = False
     url_timeout_s: float = Field(default=15.0, gt=0.0)
+    #: Proxies (addresses or CIDRs; a JSON list or comma-separated) whose X-Forwarded-For or
+    #: Forwarded headers name the client, for the rate limit and the logs. None by default:
+    #: from anyone not listed, those headers are ignored (anyone can send them).
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
     #: From SIGTERM to exit: running requests get this less 5 s, then a JSON 503; running
     #: tasks are released for another node. Below Kubernetes' default grace period (30 s).
     shutdown_timeout_s: float = Field(default=25.0, ge=1.0)
@@ -193,8 +244,7 @@ class Settings(BaseSettings):
     def task_database_url(self) -> str:
         if self.database_url:
             return self.database_url
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{self.data_dir / 'tasks.db'}"
+        return f"sqlite:///{_private_database(self.data_dir / 'tasks.db')}"
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -216,6 +266,23 @@ class Settings(BaseSettings):
         if self.admin_key is not None and self.admin_key in self.api_keys.values():
             raise ValueError("admin_key must not be one of api_keys")
         return self
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxy_list(cls, value: object) -> object:
+        return _address_list(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or a CIDR network (e.g. 10.0.0.0/8)"
+                ) from None
+        return tuple(entry.strip() for entry in value)
 
     @field_validator("webhook_secret")
     @classmethod

@@ -8,10 +8,14 @@ that the HTTP layer maps to a status in one place::
     │   ├── UnsupportedFormatError     unsupported_format   .detected
     │   ├── CorruptFileError           corrupt_file         .reason
     │   ├── UnreadableFileError        unreadable_file      .path (a local file cannot be read)
+    │   ├── JSONTooDeepError           json_too_deep        .limit (nesting, before parsing)
     │   └── LimitExceededError         limit_exceeded       .limit_name .limit .value
     │       ├── FileTooLargeError      file_too_large       (bytes)
     │       ├── TooManyPixelsError     too_many_pixels      (pixels per page; decompression bombs)
-    │       └── TooManyPagesError      too_many_pages       (pages, when truncation is refused)
+    │       ├── TooManyPagesError      too_many_pages       (pages, when truncation is refused)
+    │       ├── JSONTooLargeError      json_too_large       (bytes of a JSON body)
+    │       ├── JSONTooComplexError    json_too_complex     (tokens of a JSON body: values...)
+    │       └── MetadataTooLargeError  metadata_too_large   (bytes of a task's metadata)
     ├── URLError                       url_error            .url (an image_url or callback_url)
     │   ├── InvalidURLError            invalid_url          (port, host, label, IDNA: unusable)
     │   ├── URLNotAllowedError         url_not_allowed      (scheme, or a non-public address)
@@ -118,6 +122,43 @@ class TooManyPagesError(LimitExceededError):
     code = "too_many_pages"
     limit_name = "page count"
     unit = "pages"
+
+
+class JSONTooDeepError(InputError):
+    """JSON nested deeper than the limit: refused before parsing (parsers recurse)."""
+
+    code = "json_too_deep"
+
+    def __init__(self, *, limit: int, what: str = "the JSON body") -> None:
+        super().__init__(f"{what} is nested more than {limit} levels deep (arrays and objects)")
+        self.limit = limit
+
+
+class JSONTooLargeError(LimitExceededError):
+    code = "json_too_large"
+    limit_name = "JSON body size"
+    unit = "bytes"
+
+
+class JSONTooComplexError(LimitExceededError):
+    """More brackets, separators and strings than a JSON body may have; only a string may be
+    long. Counting stops at the limit, so ``value`` is the limit plus one."""
+
+    code = "json_too_complex"
+
+    def __init__(self, *, limit: int, what: str = "the JSON body") -> None:
+        InputError.__init__(
+            self,
+            f"{what} has more than {limit:,} values, keys and separators; only a string "
+            "(image_base64) may be long",
+        )
+        self.limit, self.value, self.page = limit, limit + 1, None
+
+
+class MetadataTooLargeError(LimitExceededError):
+    code = "metadata_too_large"
+    limit_name = "metadata size (compact JSON)"
+    unit = "bytes"
 
 
 class OptionError(OCRServeError):

@@ -18,6 +18,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -28,7 +29,13 @@ from ocrserve.api.callbacks import declare_callbacks
 from ocrserve.api.drain import RETRY_AFTER_S, Drain
 from ocrserve.api.metrics import Metrics
 from ocrserve.api.schemas import BatchError, BatchItem, ErrorOut, Health, OCRJSONRequest, OCRResult
-from ocrserve.api.security import AdminCheck, KeyCheck, TokenBuckets
+from ocrserve.api.security import (
+    AdminCheck,
+    ForwardedClient,
+    KeyCheck,
+    TokenBuckets,
+    TrustedProxies,
+)
 from ocrserve.api.service import (
     BATCH_FIELDS,
     Authorized,
@@ -113,7 +120,9 @@ def create_app(
             service.ready = False
             await _shut_down(service, drain)
 
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from the fastapi-offline package, served
+    # here, not from a CDN: the service promises to run with no network.
+    app = FastAPIOffline(
         title="ocrserve",
         version=__version__,
         description="Self-hosted OCR: PP-OCR models on ONNX Runtime.",
@@ -127,6 +136,8 @@ def create_app(
         app.include_router(_router(), prefix=prefix)
         app.include_router(task_router(), prefix=prefix)
     app.add_middleware(_RequestContext)
+    # Added last, so outermost: the access log and the rate limit see the client it names.
+    app.add_middleware(ForwardedClient, trusted=TrustedProxies(settings.trusted_proxies))
     return app
 
 

@@ -33,6 +33,9 @@ def serve(settings: Settings) -> None:
         port=settings.port,
         log_config=None,  # our JSON logging, set up by the caller
         access_log=False,  # the app logs each request itself, with its request id
+        # Forwarded headers are the app's to read, from OCRSERVE_TRUSTED_PROXIES only
+        # (api.security.ForwardedClient); uvicorn's own would trust 127.0.0.1's.
+        proxy_headers=False,
         # Past this uvicorn cancels what still runs; the middleware has answered by then.
         timeout_graceful_shutdown=max(1, int(drain.server_grace)),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass, replace
 from typing import Annotated
 
@@ -14,12 +15,21 @@ from starlette.datastructures import FormData, UploadFile
 
 from ocrserve.api.metrics import Metrics
 from ocrserve.api.schemas import OCRJSONRequest
-from ocrserve.api.security import AdminCheck, KeyCheck, TokenBuckets
+from ocrserve.api.security import AdminCheck, KeyCheck, TokenBuckets, address_bucket
 from ocrserve.batcher import Batcher
 from ocrserve.cache import ResultCache
 from ocrserve.config import Settings
 from ocrserve.engine import Engine
-from ocrserve.errors import FileTooLargeError, InputError, OCRServeError, OptionError
+from ocrserve.errors import (
+    AuthError,
+    FileTooLargeError,
+    InputError,
+    JSONTooComplexError,
+    JSONTooDeepError,
+    JSONTooLargeError,
+    OCRServeError,
+    OptionError,
+)
 from ocrserve.fetch import fetch_url
 from ocrserve.types import OCROptions
 
@@ -65,14 +75,24 @@ def guard(request: Request) -> Service:
     """Dependency of every OCR route: API key, then the caller's rate limit. The caller's
     tenant goes on ``request.state.tenant``: for :func:`caller`, and the access log."""
     service = service_of(request)
-    who = service.keys.identify(request)
+    try:
+        who = service.keys.identify(request)
+    except AuthError:
+        # A missing or wrong key pays from its address's bucket: a key guesser runs into
+        # the rate limit (429) after the burst, as any caller does.
+        _rate_limit(service, address_bucket(request))
+        raise
     request.state.tenant = service.keys.tenant(request)
+    _rate_limit(service, who)
+    return service
+
+
+def _rate_limit(service: Service, who: str) -> None:
     try:
         service.buckets.take(who)
     except OCRServeError:
         service.metrics.rejections.labels("rate_limited").inc()
         raise
-    return service
 
 
 Guarded = Annotated[Service, Depends(guard)]
@@ -129,7 +149,7 @@ async def read_single(request: Request, service: Service) -> tuple[Upload, dict[
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("application/json"):
         try:
-            body = OCRJSONRequest.model_validate_json(await request.body())
+            body = OCRJSONRequest.model_validate_json(await read_json_body(request, service))
         except ValueError as e:
             raise InputError(f"invalid JSON body: {e}") from e
         raw = {k: str(v) for k in OPTION_FIELDS if (v := getattr(body, k)) is not None}
@@ -164,6 +184,85 @@ async def read_single(request: Request, service: Service) -> tuple[Upload, dict[
         return item, form_options(form, request)
     finally:
         await form.close()
+
+
+#: JSON request bodies. Python's json module and pydantic's parser recurse once per level of
+#: nesting: a body nested thousands deep would be a RecursionError, a 500. Refused before parsing.
+MAX_JSON_DEPTH = 32
+#: Brackets, separators and strings in a JSON body. Each byte of a 16 KiB metadata is at most
+#: one, so twice that leaves room for the rest: only a string (image_base64) may be long. This
+#: bounds the scan below, and what the parser would build, whatever the body's size.
+MAX_JSON_TOKENS = 32 * 1024
+#: Room in a JSON body besides the image's base64: options, URLs, metadata.
+JSON_ENVELOPE_BYTES = 64 * 1024
+
+_JSON_STRUCTURE = re.compile(rb'["\[\]{},:]')
+_JSON_OPEN = frozenset(b"[{")
+_JSON_CLOSE = frozenset(b"]}")
+_QUOTE, _BACKSLASH = ord('"'), ord("\\")
+
+
+def json_body_limit(settings: Settings) -> int:
+    """The largest JSON body: the base64 of the largest file, and the envelope around it."""
+    return 4 * -(-settings.max_file_bytes // 3) + JSON_ENVELOPE_BYTES
+
+
+async def read_json_body(request: Request, service: Service) -> bytes:
+    """A JSON request body, read no further than :func:`json_body_limit` and its shape checked
+    (:func:`check_json_shape`); parse it with anything."""
+    limit = json_body_limit(service.settings)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise JSONTooLargeError(limit=limit, value=int(declared))
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise JSONTooLargeError(limit=limit, value=size)
+    body = b"".join(chunks)
+    check_json_shape(body)
+    return body
+
+
+def check_json_shape(text: bytes | str, what: str = "the JSON body") -> None:
+    """Refuse JSON nested deeper than :data:`MAX_JSON_DEPTH`, or with more than
+    :data:`MAX_JSON_TOKENS` brackets, separators and strings, without parsing it.
+
+    A scan, not a parser, so that it cannot recurse: a regular expression jumps to the next
+    structural character and ``bytes.find`` over each string (both in C), so the Python loop
+    runs once per token, at most MAX_JSON_TOKENS times however long the strings are. Anything
+    else wrong with the JSON is left to the parser, which says what.
+    """
+    data = text.encode() if isinstance(text, str) else text
+    depth = tokens = pos = 0
+    while (match := _JSON_STRUCTURE.search(data, pos)) is not None:
+        at = match.start()
+        tokens += 1
+        if tokens > MAX_JSON_TOKENS:
+            raise JSONTooComplexError(limit=MAX_JSON_TOKENS, what=what)
+        char = data[at]
+        pos = at + 1
+        if char == _QUOTE:
+            # The closing quote: the next one not escaped by an odd run of backslashes before
+            # it. Each escaped quote counts as a token, so this loop is bounded too.
+            while (end := data.find(b'"', pos)) >= 0 and data[end - 1] == _BACKSLASH:
+                segment = data[pos:end]  # from the last quote: the run cannot start earlier
+                if (len(segment) - len(segment.rstrip(b"\\"))) % 2 == 0:
+                    break
+                tokens += 1
+                if tokens > MAX_JSON_TOKENS:
+                    raise JSONTooComplexError(limit=MAX_JSON_TOKENS, what=what)
+                pos = end + 1
+            if end < 0:
+                return  # an unterminated string: the parser says so
+            pos = end + 1
+        elif char in _JSON_OPEN:
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise JSONTooDeepError(limit=MAX_JSON_DEPTH, what=what)
+        elif char in _JSON_CLOSE:
+            depth -= 1
 
 
 def form_options(form: FormData, request: Request) -> dict[str, str]:

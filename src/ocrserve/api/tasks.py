@@ -26,11 +26,18 @@ from ocrserve.api.service import (
     AdminGuarded,
     Authorized,
     Service,
+    check_json_shape,
     parse_options,
     read_form,
+    read_json_body,
     read_upload,
 )
-from ocrserve.errors import FileTooLargeError, InputError, OCRServeError
+from ocrserve.errors import (
+    FileTooLargeError,
+    InputError,
+    MetadataTooLargeError,
+    OCRServeError,
+)
 from ocrserve.fetch import check_url
 from ocrserve.jobs.delivery import error_detail
 from ocrserve.jobs.embedded import DatabaseLock, EmbeddedWorkers
@@ -51,6 +58,9 @@ log = logging.getLogger(__name__)
 
 IDEMPOTENCY_HEADER = "idempotency-key"
 POLL_HINT_S = "1"
+#: A task's metadata, as compact UTF-8 JSON: it is stored with the task and sent back in
+#: every callback and status read.
+MAX_METADATA_BYTES = 16 * 1024
 
 
 @dataclass
@@ -212,7 +222,7 @@ async def _read_submission(request: Request, service: Service) -> NewTask:
     filename: str | None = None
     if request.headers.get("content-type", "").startswith("application/json"):
         try:
-            raw = json.loads(await request.body())
+            raw = json.loads(await read_json_body(request, service))
         except ValueError as e:
             raise InputError(f"invalid JSON body: {e}") from e
         if not isinstance(raw, dict):
@@ -237,6 +247,7 @@ async def _read_submission(request: Request, service: Service) -> NewTask:
         finally:
             await form.close()
         if isinstance(raw.get("metadata"), str):
+            check_json_shape(raw["metadata"], "metadata")
             try:
                 raw["metadata"] = json.loads(raw["metadata"])
             except ValueError as e:
@@ -254,6 +265,10 @@ async def _read_submission(request: Request, service: Service) -> NewTask:
     metadata = raw.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise InputError("metadata must be a JSON object")
+    if metadata is not None:
+        size = len(json.dumps(metadata, ensure_ascii=False, separators=(",", ":")).encode())
+        if size > MAX_METADATA_BYTES:
+            raise MetadataTooLargeError(limit=MAX_METADATA_BYTES, value=size)
     options, max_pages = parse_options(
         {k: str(raw[k]).lower() if isinstance(raw[k], bool) else str(raw[k])
          for k in OPTION_FIELDS if raw.get(k) is not None},

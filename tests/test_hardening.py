@@ -301,3 +301,17 @@ def test_api_docs_render_with_no_network(
         assert "Submit a document; 202 with a task id" in dom
     loaded = re.findall(r'<(?:script|link|img)[^>]*(?:src|href)="([^"]+)"', dom)
     assert loaded and all(not u.startswith("http") or u.startswith(open_server) for u in loaded)
+
+
+@pytest.mark.anyio
+async def test_guessing_the_admin_key_is_rate_limited_too(engine: Engine, tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path, lanes=1, log_json=False, admin_key="admin-key-0123456789",
+        rate_limit_rps=0.5, rate_limit_burst=2,
+    )  # fmt: skip
+    async for client in client_for(settings, engine):
+        guesses = [
+            (await client.get("/admin/dead-letters", headers={"X-API-Key": f"guess-{n}"}))
+            for n in range(3)
+        ]
+        assert [r.status_code for r in guesses] == [401, 401, 429]

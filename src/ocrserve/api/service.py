@@ -117,7 +117,11 @@ Authorized = Annotated[Caller, Depends(caller)]
 def admin_guard(request: Request) -> Service:
     """Dependency of the /admin routes: the admin key (404 when none is configured)."""
     service = service_of(request)
-    service.admin.check(request)
+    try:
+        service.admin.check(request)
+    except AuthError:  # guessing the admin key pays from the address's bucket, as for clients
+        _rate_limit(service, address_bucket(request))
+        raise
     return service
 
 

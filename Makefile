@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 SAMPLE  ?= tests/fixtures/en_doc_paragraph.jpg
 
-.PHONY: install system-deps browser-deps run sample test lint bench bench-load
+.PHONY: install system-deps browser-deps gateway-deps run sample test lint bench bench-load
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -26,6 +26,15 @@ browser-deps:
 	command -v chromium >/dev/null || (apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
+# tests/test_gateway.py runs deploy/nginx/nginx.conf in Debian's nginx, with a certificate made by
+# openssl, and checks deploy/compose.yaml with docker-compose (Debian's v1: `config` needs no
+# container engine). No recommends: they would bring a Docker engine.
+gateway-deps:
+	{ command -v nginx || test -x /usr/sbin/nginx; } >/dev/null && command -v openssl >/dev/null && \
+		command -v docker-compose >/dev/null || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		nginx-light openssl docker-compose)
+
 run: $(STAMP)
 	$(BIN)/ocrserve serve
 
@@ -37,7 +46,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
 
-test: $(STAMP) lint browser-deps
+test: $(STAMP) lint browser-deps gateway-deps
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP) system-deps

@@ -23,9 +23,12 @@ from PIL import Image, ImageFile
 
 from ocrserve.decode import DecodeLimits, decode_bytes, decode_path, sniff_format
 from ocrserve.errors import (
+    AspectRatioError,
     CorruptFileError,
     FileTooLargeError,
     InputError,
+    PixelBudgetError,
+    SideTooLongError,
     TooManyPagesError,
     TooManyPixelsError,
     UnsupportedFormatError,
@@ -71,6 +74,12 @@ def single_page(data: bytes, limits: DecodeLimits | None = None) -> Array:
     assert len(doc.pages) == 1
     assert (doc.pages_total, doc.truncated, doc.pages[0].index) == (1, False, 1)
     return check_page(doc.pages[0].image)
+
+
+def read_every_page(data: bytes, limits: DecodeLimits | None = None, **kw: str) -> None:
+    """Decode and read every page: corrupt pixel data is found when a page is read."""
+    for page in decode_bytes(data, limits or DecodeLimits(), **kw).pages:
+        check_page(page.image)
 
 
 def check_page(image: Array) -> Array:
@@ -565,6 +574,92 @@ def test_pdf_pixel_limit_uses_the_rendered_size() -> None:
     assert (caught.value.value, caught.value.page) == (pixels, 1)
 
 
+@pytest.mark.parametrize("size", [(20_000, 1), (1, 20_000), (300_000, 1), (1, 300_000)])
+def test_a_strip_is_refused_by_its_aspect_ratio_from_its_header(size: tuple[int, int]) -> None:
+    # A 1-pixel strip passes the pixel limit; the detector could find nothing on it.
+    data = encode(Image.new("L", size, 255), "PNG")
+    assert len(data) < 1000
+    with pytest.raises(AspectRatioError) as caught:
+        decode_bytes(data)
+    assert (caught.value.limit, caught.value.value, caught.value.page) == (100, max(size), None)
+    assert caught.value.code == "aspect_ratio_too_large"
+    assert f"{size[0]}x{size[1]}" in str(caught.value)
+
+
+def test_the_aspect_ratio_limit_itself_is_allowed() -> None:
+    single_page(encode(Image.new("L", (1000, 10), 255), "PNG"))
+    with pytest.raises(AspectRatioError) as caught:
+        decode_bytes(encode(Image.new("L", (1001, 10), 255), "PNG"))
+    assert (caught.value.limit, caught.value.value) == (100, 101)
+    decode_bytes(encode(Image.new("L", (1001, 10), 255), "PNG"), DecodeLimits(max_aspect=101))
+
+
+def test_side_limit() -> None:
+    data = encode(Image.new("L", (17_000, 200), 255), "PNG")
+    with pytest.raises(SideTooLongError) as caught:
+        decode_bytes(data)
+    assert (caught.value.limit, caught.value.value, caught.value.page) == (16_384, 17_000, None)
+    single_page(data, DecodeLimits(max_side=17_000))
+
+
+def test_pdf_page_shape_limits_use_the_rendered_size() -> None:
+    # 100 x 0.5 inches at 200 dpi: 20000 x 100 pixels, 2 M pixels but 200:1
+    data = pdf(pdf_pages([(612, 792), (7200, 36)]))
+    with pytest.raises(AspectRatioError) as caught:
+        decode_bytes(data)
+    assert (caught.value.value, caught.value.page) == (200, 2)
+    with pytest.raises(SideTooLongError) as side:
+        decode_bytes(data, DecodeLimits(max_aspect=200))
+    assert (side.value.value, side.value.page) == (20_000, 2)
+
+
+def test_the_pixel_budget_counts_every_kept_page() -> None:
+    img = real_image()  # 709 x 132
+    page = 709 * 132
+    data = encode(img, "TIFF", save_all=True, append_images=[img, img])
+    with pytest.raises(PixelBudgetError) as caught:
+        decode_bytes(data, DecodeLimits(max_total_pixels=3 * page - 1))
+    error = caught.value
+    assert (error.limit, error.value, error.pages) == (3 * page - 1, 3 * page, 3)
+    assert error.code == "pixel_budget_exceeded" and "3 pages" in str(error)
+    # Pages past max_pages are not read, so they cost nothing.
+    doc = decode_bytes(data, DecodeLimits(max_total_pixels=2 * page, max_pages=2))
+    assert (len(doc.pages), doc.pixels, doc.truncated) == (2, 2 * page, True)
+
+
+def test_pages_are_decoded_when_read_and_know_their_size_before() -> None:
+    img = real_image()
+    frames = [img, img.resize((200, 100))]
+    doc = decode_bytes(encode(frames[0], "TIFF", save_all=True, append_images=frames[1:]))
+    assert [(p.width, p.height, p.pixels) for p in doc.pages] == [
+        (709, 132, 709 * 132),
+        (200, 100, 200 * 100),
+    ]
+    # Nothing is held: each read decodes afresh (read once, use, let go).
+    first = doc.pages[0]
+    assert first.image is not first.image
+    np.testing.assert_array_equal(first.image, first.image)
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+@pytest.mark.parametrize(
+    ("fmt", "params"), [("JPEG", {}), ("PNG", {}), ("WEBP", {"lossless": True}), ("TIFF", {})]
+)
+def test_a_page_knows_its_upright_size_before_it_is_decoded(
+    fmt: str, params: dict[str, object], orientation: int
+) -> None:
+    img = real_image((90, 30))
+    exif = Image.Exif()
+    exif[ORIENTATION] = orientation
+    if fmt == "TIFF":
+        tagged = encode(img, fmt, tiffinfo={ORIENTATION: orientation})
+    else:
+        tagged = encode(img, fmt, exif=exif, **params)
+    page = decode_bytes(tagged).pages[0]
+    assert (page.width, page.height) == ((30, 90) if orientation == 6 else (90, 30))
+    assert page.image.shape == (page.height, page.width, 3)
+
+
 def test_tiff_over_the_page_limit_is_truncated_and_says_so() -> None:
     img = real_image((40, 20))
     frames = [img.rotate(180 * (i % 2)) for i in range(5)]
@@ -600,7 +695,7 @@ def test_limits_must_be_positive(field: str) -> None:
 def test_truncated_jpeg_is_corrupt_not_half_grey() -> None:
     data = (FIXTURES / "zh_doc_certificate.jpeg").read_bytes()
     with pytest.raises(CorruptFileError, match="truncated"):
-        decode_bytes(data[: len(data) // 2])
+        read_every_page(data[: len(data) // 2])
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
 
 
@@ -611,7 +706,7 @@ def test_truncated_jpeg_is_corrupt_not_half_grey() -> None:
 def test_truncated_images_are_corrupt(fmt: str, params: dict[str, object]) -> None:
     data = encode(real_image(), fmt, **params)
     with pytest.raises(CorruptFileError) as caught:
-        decode_bytes(data[: len(data) * 2 // 3], filename=f"cut.{fmt.lower()}")
+        read_every_page(data[: len(data) * 2 // 3], filename=f"cut.{fmt.lower()}")
     assert str(caught.value).startswith(f"cut.{fmt.lower()}: cannot decode this {fmt} file")
     assert caught.value.reason
 
@@ -634,7 +729,7 @@ def test_truncated_images_are_corrupt(fmt: str, params: dict[str, object]) -> No
 )
 def test_garbage_behind_a_valid_header_is_corrupt(data: bytes) -> None:
     with pytest.raises(CorruptFileError) as caught:
-        decode_bytes(data)
+        read_every_page(data)
     assert caught.value.code == "corrupt_file"
 
 

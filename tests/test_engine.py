@@ -6,10 +6,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from ocrserve import Engine, OCROptions, OptionError, Page, decode_path
-from ocrserve.errors import LanguageNotInstalledError
+from ocrserve.engine.pipeline import PixelBudget
+from ocrserve.errors import CorruptFileError, LanguageNotInstalledError
 
 from .conftest import FIXTURES, cer
 
@@ -135,6 +137,37 @@ def test_grey_pages_are_accepted_and_bad_arrays_refused(engine: Engine) -> None:
         engine.run([Page(np.zeros((10, 10, 3), np.float32))])  # type: ignore[arg-type]
     with pytest.raises(OptionError, match="HxWx3"):
         engine.run([Page(np.zeros((10, 10, 2), np.uint8))])
+
+
+def test_pages_wait_for_room_in_the_pixel_budget() -> None:
+    budget = PixelBudget(100)
+    entered = threading.Event()
+
+    def second_page() -> None:
+        with budget.hold(60):
+            entered.set()
+
+    with budget.hold(60):
+        other = threading.Thread(target=second_page)
+        other.start()
+        assert not entered.wait(0.2)  # 60 + 60 > 100: it waits for the first page
+    assert entered.wait(30)
+    other.join()
+    with budget.hold(500):  # larger than the whole budget: let in alone, rather than never
+        assert budget.held == 500
+    assert budget.held == 0
+
+
+def test_the_engine_reads_each_page_under_its_budget_and_lets_go(engine: Engine) -> None:
+    def corrupt() -> npt.NDArray[np.uint8]:
+        assert engine.pixels_in_flight.held == 60 * 40  # this page's pixels, while read
+        raise CorruptFileError("page 2: cannot decode", reason="test")
+
+    pages = [page("en_line_long_text.jpg"), Page.deferred(corrupt, width=60, height=40, index=2)]
+    with pytest.raises(CorruptFileError):
+        engine.run(pages)
+    assert engine.pixels_in_flight.held == 0
+    assert engine.pixels_in_flight.limit == 120_000_000
 
 
 def test_languages(engine: Engine) -> None:

@@ -9,6 +9,7 @@ from ocrserve.config import Settings
 from ocrserve.decode import DecodeLimits, decode_bytes, decode_path
 from ocrserve.engine import Engine, ModelSet, RuntimeOptions
 from ocrserve.errors import (
+    AspectRatioError,
     AuthError,
     ConfigError,
     CorruptFileError,
@@ -23,9 +24,11 @@ from ocrserve.errors import (
     ModelNotFoundError,
     OCRServeError,
     OptionError,
+    PixelBudgetError,
     QueueFullError,
     RateLimitedError,
     ServiceError,
+    SideTooLongError,
     StorageUnavailableError,
     StoreError,
     TooManyPagesError,
@@ -41,6 +44,7 @@ from ocrserve.types import Document, Line, OCROptions, Page, PageResult, Timings
 __version__ = "0.1.0"
 
 __all__ = [
+    "AspectRatioError",
     "AuthError",
     "ConfigError",
     "CorruptFileError",
@@ -63,11 +67,13 @@ __all__ = [
     "OptionError",
     "Page",
     "PageResult",
+    "PixelBudgetError",
     "QueueFullError",
     "RateLimitedError",
     "RuntimeOptions",
     "ServiceError",
     "Settings",
+    "SideTooLongError",
     "StorageUnavailableError",
     "StoreError",
     "Timings",

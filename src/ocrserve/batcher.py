@@ -27,6 +27,7 @@ from ocrserve.engine import Engine
 from ocrserve.errors import (
     DeadlineExceededError,
     EngineError,
+    InputError,
     QueueFullError,
     ShuttingDownError,
 )
@@ -363,7 +364,10 @@ class Batcher:
                         continue
                     self._run([w])
                 return
-            log.exception("batch of %d pages failed", len(pages))
+            if isinstance(e, InputError):  # a page decoded only now proved corrupt: no bug
+                log.info("batch of %d pages refused: %s", len(pages), e)
+            else:
+                log.exception("batch of %d pages failed", len(pages))
             _tell(batch[0], e)
             return
         except BaseException as e:  # every waiter hears of it; the lane lives on

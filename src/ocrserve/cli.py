@@ -187,6 +187,9 @@ def ocr(
     limits = DecodeLimits(
         max_bytes=settings.max_file_bytes,
         max_pixels=settings.max_pixels,
+        max_side=settings.max_side,
+        max_aspect=settings.max_aspect,
+        max_total_pixels=settings.max_request_pixels,
         max_pages=settings.max_pages,
         pdf_dpi=settings.pdf_dpi,
     )

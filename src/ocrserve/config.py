@@ -178,6 +178,19 @@ class Settings(BaseSettings):
     # Decoding limits
     max_file_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
     max_pixels: int = Field(default=40_000_000, ge=1, description="Per page.")
+    #: Either side of a page. The detector scales the long side to det_max_side (2400): past
+    #: 16384 text must be over ~70 px tall to survive (the eval's tallest page is 9300 px).
+    max_side: int = Field(default=16_384, ge=1, description="Pixels on either side of a page.")
+    #: A page's long side over its short side. Past 100:1 the short side of a page scaled to
+    #: 2400 px falls under 24 px: no text to find; a 1-pixel strip is refused from its header.
+    max_aspect: int = Field(default=100, ge=1)
+    #: Pixels of all the pages one request reads (every file of a batch): 100 pages (the page
+    #: limit) of A4 at 200 dpi are 387 M, of US Legal 476 M; 12 pages at the per-page limit.
+    max_request_pixels: int = Field(default=500_000_000, ge=1)
+    #: Pixels of the pages held at once in this process, across requests (each inference lane
+    #: holds one page at a time): 4 lanes of 12 MP photos, or 3 pages at the per-page limit
+    #: (360 MB as BGR). A page larger than the whole budget still runs, alone.
+    max_pixels_in_flight: int = Field(default=120_000_000, ge=1)
     max_pages: int = Field(default=100, ge=1)
     pdf_dpi: int = Field(default=200, ge=36, le=600)
 

@@ -8,6 +8,12 @@ uint8 BGR arrays, EXIF orientation applied and transparency composited onto whit
 >>> doc.format, len(doc.pages), doc.truncated, doc.pages[0].image.shape           # doctest: +SKIP
 ('tiff', 10, True, (800, 1024, 3))
 
+What a document costs is known before any pixel is: every limit (bytes, pixels and sides of
+each page, its aspect ratio, the pixels of all its pages) is checked from the headers. The
+pages come back deferred (:class:`~ocrserve.types.Page`): each is decoded, or rendered, when
+its ``image`` is read, so a document of any length is read one page at a time, and a page's
+pixel data that turns out corrupt raises :class:`CorruptFileError` then.
+
 The format is told by magic bytes, never by file name. Every failure is one of the
 :class:`~ocrserve.errors.InputError` subclasses; no Pillow or PDFium exception escapes.
 """
@@ -21,6 +27,7 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import IO, Any, Final
 
 import cv2
@@ -29,6 +36,7 @@ import numpy.typing as npt
 import pypdfium2 as pdfium
 from PIL import (
     BmpImagePlugin,
+    ExifTags,
     GifImagePlugin,
     Image,
     ImageFile,
@@ -40,9 +48,12 @@ from PIL import (
 )
 
 from ocrserve.errors import (
+    AspectRatioError,
     CorruptFileError,
     FileTooLargeError,
     OCRServeError,
+    PixelBudgetError,
+    SideTooLongError,
     TooManyPagesError,
     TooManyPixelsError,
     UnreadableFileError,
@@ -72,24 +83,34 @@ _PDFIUM_LOCK = threading.Lock()
 class DecodeLimits:
     """What one decode may cost. A plain value object; the CLI builds it from the settings.
 
-    >>> DecodeLimits(max_pages=10, pdf_dpi=150)
-    DecodeLimits(max_bytes=52428800, max_pixels=40000000, max_pages=10, pdf_dpi=150, truncate=True)
+    >>> DecodeLimits(max_pages=10, pdf_dpi=150)  # doctest: +NORMALIZE_WHITESPACE
+    DecodeLimits(max_bytes=52428800, max_pixels=40000000, max_side=16384, max_aspect=100,
+                 max_total_pixels=500000000, max_pages=10, pdf_dpi=150, truncate=True)
 
-    ``max_pixels`` is per page. For raster images it is capped at Pillow's own
-    ``PIL.Image.MAX_IMAGE_PIXELS`` (about 89 million), because Pillow checks that global again
-    while it loads TIFF frames and warns above it; raise it once at start to go higher.
-    Over ``max_pages``, TIFF and PDF keep the first ``max_pages`` pages and the Document says
-    ``truncated=True``; with ``truncate=False`` they raise :class:`TooManyPagesError` instead.
+    ``max_pixels``, ``max_side`` and ``max_aspect`` (long side over short side) are per page;
+    ``max_total_pixels`` is for all the kept pages together. ``max_pixels`` is capped for
+    raster images at Pillow's own ``PIL.Image.MAX_IMAGE_PIXELS`` (about 89 million), because
+    Pillow checks that global again while it loads TIFF frames and warns above it; raise it once
+    at start to go higher. Over ``max_pages``, TIFF and PDF keep the first ``max_pages`` pages
+    and the Document says ``truncated=True``; with ``truncate=False`` they raise
+    :class:`TooManyPagesError` instead. Pages past ``max_pages`` cost nothing: only the kept
+    ones count towards ``max_total_pixels``.
     """
 
     max_bytes: int = 50 * 1024 * 1024
     max_pixels: int = 40_000_000
+    max_side: int = 16_384
+    max_aspect: int = 100
+    max_total_pixels: int = 500_000_000
     max_pages: int = 100
     pdf_dpi: int = 200
     truncate: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("max_bytes", "max_pixels", "max_pages", "pdf_dpi"):
+        for name in (
+            "max_bytes", "max_pixels", "max_side", "max_aspect", "max_total_pixels",
+            "max_pages", "pdf_dpi",
+        ):  # fmt: skip
             value = getattr(self, name)
             if value < 1:
                 raise ValueError(f"DecodeLimits.{name} must be at least 1, got {value!r}")
@@ -171,8 +192,10 @@ def decode_bytes(
     >>> doc.format, doc.pages[0].image.shape  # doctest: +SKIP
     ('png', (480, 640, 3))
 
-    Raises :class:`FileTooLargeError`, :class:`TooManyPixelsError`, :class:`TooManyPagesError`
-    (only with ``limits.truncate=False``), :class:`UnsupportedFormatError` and
+    Reads headers only; the pages are decoded as they are read (see the module's docstring).
+    Raises :class:`FileTooLargeError`, :class:`TooManyPixelsError`, :class:`SideTooLongError`,
+    :class:`AspectRatioError`, :class:`PixelBudgetError`, :class:`TooManyPagesError` (only
+    with ``limits.truncate=False``), :class:`UnsupportedFormatError` and
     :class:`CorruptFileError`, all of them :class:`~ocrserve.errors.InputError`.
     """
     where = f"{filename}: " if filename else ""
@@ -188,13 +211,18 @@ def decode_bytes(
             f"{where}unsupported file format: {came}; supported formats are {_SUPPORTED_LIST}",
             detected=detected,
         )
-    if fmt == "pdf":
-        return _decode_pdf(data, limits, where)
     if fmt == "webp" and not WebPImagePlugin.SUPPORTED:
         raise UnsupportedFormatError(
             f"{where}this Pillow build was compiled without WebP support", detected="webp"
         )
-    return _decode_raster(data, fmt, limits, where)
+    if fmt == "pdf":
+        doc = _decode_pdf(data, limits, where)
+    else:
+        doc = _decode_raster(data, fmt, limits, where)
+    if doc.pixels > limits.max_total_pixels:
+        pages = len(doc.pages)
+        raise PixelBudgetError(limit=limits.max_total_pixels, value=doc.pixels, pages=pages)
+    return doc
 
 
 def decode_path(path: str | os.PathLike[str], limits: DecodeLimits = DecodeLimits()) -> Document:
@@ -261,29 +289,44 @@ def _pixel_limit(limits: DecodeLimits) -> int:
     return limits.max_pixels if pil_limit is None else min(limits.max_pixels, pil_limit)
 
 
-def _check_pixels(size: tuple[int, int], limit: int, where: str, page: int | None) -> None:
+def _check_page(
+    size: tuple[int, int], limits: DecodeLimits, pixel_limit: int, where: str, page: int | None
+) -> None:
+    """Everything one page may cost, from its size alone: refused before a pixel is decoded."""
     width, height = size
     if width < 1 or height < 1:
         what = f"page {page}" if page is not None else "the image"
         raise CorruptFileError(
             f"{where}{what} has an empty size ({width}x{height})", reason="empty page"
         )
-    if width * height > limit:
-        raise TooManyPixelsError(limit=limit, value=width * height, page=page)
+    if width * height > pixel_limit:
+        raise TooManyPixelsError(limit=pixel_limit, value=width * height, page=page)
+    if max(width, height) > limits.max_aspect * min(width, height):
+        raise AspectRatioError(limit=limits.max_aspect, width=width, height=height, page=page)
+    if max(width, height) > limits.max_side:
+        raise SideTooLongError(limit=limits.max_side, value=max(width, height), page=page)
 
 
 def _decode_raster(data: bytes, fmt: str, limits: DecodeLimits, where: str) -> Document:
     limit = _pixel_limit(limits)
     try:
         # The plugin constructor parses the header only: no pixel data is read or allocated
-        # until load(), so the size check below refuses a decompression bomb for free.
+        # until load(), so the size checks refuse a decompression bomb for free.
         with _OPENERS[fmt](io.BytesIO(data)) as img:
             if isinstance(img, TiffImagePlugin.TiffImageFile):
-                return _decode_tiff(img, limits, limit, where)
-            # GIF and WebP: the first frame only. An animation is not a document.
-            _check_pixels(img.size, limit, where, page=None)
-            image = _load_bgr(img, fmt)
-            return Document(pages=(Page(image, 1),), format=fmt, pages_total=1)
+                # n_frames walks the IFD chain (tags only, no pixel data); Pillow stops at a
+                # loop in it. Seeking a frame reads its tags, not its pixels.
+                total = img.n_frames
+                sizes = []
+                for frame in range(_pages_to_keep(total, limits)):
+                    img.seek(frame)
+                    sizes.append(_oriented_size(img, fmt))
+                    _check_page(sizes[-1], limits, limit, where, page=frame + 1)
+            else:
+                # GIF and WebP: the first frame only. An animation is not a document.
+                total = 1
+                sizes = [_oriented_size(img, fmt)]
+                _check_page(sizes[0], limits, limit, where, page=None)
     except OCRServeError:
         raise
     except MemoryError:
@@ -295,20 +338,54 @@ def _decode_raster(data: bytes, fmt: str, limits: DecodeLimits, where: str) -> D
         raise TooManyPixelsError(limit=limit, value=int(found[1]) if found else 0) from e
     except Exception as e:
         raise _corrupt(fmt, where, e) from e
+    pages = tuple(
+        Page.deferred(
+            partial(_load_frame, data, fmt, frame, where), width=w, height=h, index=frame + 1
+        )
+        for frame, (w, h) in enumerate(sizes)
+    )
+    return Document(pages=pages, format=fmt, pages_total=total, truncated=len(pages) < total)
 
 
-def _decode_tiff(
-    img: TiffImagePlugin.TiffImageFile, limits: DecodeLimits, pixel_limit: int, where: str
-) -> Document:
-    # n_frames walks the IFD chain (tags only, no pixel data); Pillow stops at a loop in it.
-    total = img.n_frames
-    keep = _pages_to_keep(total, limits)
-    pages = []
-    for index in range(keep):
-        img.seek(index)
-        _check_pixels(img.size, pixel_limit, where, page=index + 1)
-        pages.append(Page(_load_bgr(img, "tiff"), index + 1))
-    return Document(pages=tuple(pages), format="tiff", pages_total=total, truncated=keep < total)
+# EXIF orientations that turn the image a quarter: its width and height swap once applied.
+_QUARTER_TURNS: Final = frozenset({5, 6, 7, 8})
+
+
+def _oriented_size(img: ImageFile.ImageFile, fmt: str) -> tuple[int, int]:
+    """The size a frame will have once decoded and turned upright, from its header."""
+    try:
+        if isinstance(img, TiffImagePlugin.TiffImageFile):
+            # From the tags: Pillow >= 13 reports TIFF sizes already turned, older ones not.
+            tags = img.tag_v2
+            width, height = int(tags[256]), int(tags[257])  # ImageWidth, ImageLength
+            orientation = tags.get(ExifTags.Base.Orientation)
+        elif fmt in ("jpeg", "webp") or (fmt == "png" and "exif" in img.info):
+            # (A PNG's eXIf chunk behind its pixel data is found only by decoding them.)
+            width, height = img.size
+            orientation = img.getexif().get(ExifTags.Base.Orientation)
+        else:
+            return img.size
+    except MemoryError:
+        raise
+    except Exception:
+        # A broken EXIF block costs the orientation, as it does when the page is decoded.
+        return img.size
+    return (height, width) if orientation in _QUARTER_TURNS else (width, height)
+
+
+def _load_frame(data: bytes, fmt: str, frame: int, where: str) -> npt.NDArray[np.uint8]:
+    """Decode one frame of a raster file whose limits were checked from its header."""
+    try:
+        with _OPENERS[fmt](io.BytesIO(data)) as img:
+            if frame:
+                img.seek(frame)
+            return _load_bgr(img, fmt)
+    except OCRServeError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as e:
+        raise _corrupt(fmt, where, e) from e
 
 
 def _pages_to_keep(total: int, limits: DecodeLimits) -> int:
@@ -406,19 +483,17 @@ def _decode_pdf(data: bytes, limits: DecodeLimits, where: str) -> Document:
     with _PDFIUM_LOCK:
         pdf = _open_pdf(data, where)
         try:
-            # Without a form environment, filled-in AcroForm fields that carry no appearance
-            # stream render blank. (Only AcroForm: on XFA pypdfium2 logs a warning per call.)
-            if pdf.get_formtype() == pdfium.raw.FORMTYPE_ACRO_FORM:
-                pdf.init_forms()
             total = len(pdf)
             if total < 1:
                 raise CorruptFileError(f"{where}the PDF has no pages", reason="no pages")
-            keep = _pages_to_keep(total, limits)
-            pages = tuple(
-                Page(_render_page(pdf, index, scale, limits.max_pixels, where), index + 1)
-                for index in range(keep)
-            )
-            return Document(pages=pages, format="pdf", pages_total=total, truncated=keep < total)
+            sizes = []
+            for index in range(_pages_to_keep(total, limits)):
+                # From the page tree, without loading the page; /Rotate applied, as render()
+                # applies it, and the same rounding, so the checks see the bitmap's real size:
+                # a poster-sized page is refused before PDFium allocates gigabytes for it.
+                width_pt, height_pt = pdf.get_page_size(index)
+                sizes.append((math.ceil(width_pt * scale), math.ceil(height_pt * scale)))
+                _check_page(sizes[-1], limits, limits.max_pixels, where, page=index + 1)
         except OCRServeError:
             raise
         except MemoryError:
@@ -428,6 +503,37 @@ def _decode_pdf(data: bytes, limits: DecodeLimits, where: str) -> Document:
         finally:
             # Explicitly, inside the lock: left to the garbage collector, pypdfium2's
             # finalizers would call into PDFium from whichever thread happens to collect.
+            pdf.close()
+    pages = tuple(
+        Page.deferred(
+            partial(_render_pdf_page, data, index, scale, where),
+            width=width,
+            height=height,
+            index=index + 1,
+        )
+        for index, (width, height) in enumerate(sizes)
+    )
+    return Document(pages=pages, format="pdf", pages_total=total, truncated=len(pages) < total)
+
+
+def _render_pdf_page(data: bytes, index: int, scale: float, where: str) -> npt.NDArray[np.uint8]:
+    """Render one page of a PDF whose limits were checked; the document is opened for it alone
+    (well under a millisecond), so that nothing of PDFium is held between pages."""
+    with _PDFIUM_LOCK:
+        pdf = _open_pdf(data, where)
+        try:
+            # Without a form environment, filled-in AcroForm fields that carry no appearance
+            # stream render blank. (Only AcroForm: on XFA pypdfium2 logs a warning per call.)
+            if pdf.get_formtype() == pdfium.raw.FORMTYPE_ACRO_FORM:
+                pdf.init_forms()
+            return _render_page(pdf, index, scale, where)
+        except OCRServeError:
+            raise
+        except MemoryError:
+            raise
+        except Exception as e:
+            raise _corrupt("pdf", where, e) from e
+        finally:
             pdf.close()
 
 
@@ -450,16 +556,10 @@ def _open_pdf(data: bytes, where: str) -> pdfium.PdfDocument:
 
 
 def _render_page(
-    pdf: pdfium.PdfDocument, index: int, scale: float, max_pixels: int, where: str
+    pdf: pdfium.PdfDocument, index: int, scale: float, where: str
 ) -> npt.NDArray[np.uint8]:
     page = pdf[index]
     try:
-        width_pt, height_pt = page.get_size()
-        # The same rounding pypdfium2's render() uses, so the check sees the bitmap's real
-        # size: a poster-sized page is refused before PDFium allocates gigabytes for it.
-        width = math.ceil(width_pt * scale)
-        height = math.ceil(height_pt * scale)
-        _check_pixels((width, height), max_pixels, where, page=index + 1)
         # Default format: 3-byte BGR on an opaque white fill, which is exactly a Page.
         bitmap = page.render(scale=scale)
         try:

@@ -12,6 +12,9 @@ that the HTTP layer maps to a status in one place::
     │   └── LimitExceededError         limit_exceeded       .limit_name .limit .value
     │       ├── FileTooLargeError      file_too_large       (bytes)
     │       ├── TooManyPixelsError     too_many_pixels      (pixels per page; decompression bombs)
+    │       ├── SideTooLongError       side_too_long        (pixels on a page's longer side)
+    │       ├── AspectRatioError       aspect_ratio_too_large  (a page's long side / short side)
+    │       ├── PixelBudgetError       pixel_budget_exceeded   (pixels of a request's pages)
     │       ├── TooManyPagesError      too_many_pages       (pages, when truncation is refused)
     │       ├── JSONTooLargeError      json_too_large       (bytes of a JSON body)
     │       ├── JSONTooComplexError    json_too_complex     (tokens of a JSON body: values...)
@@ -116,6 +119,57 @@ class TooManyPixelsError(LimitExceededError):
     code = "too_many_pixels"
     limit_name = "pixel count"
     unit = "pixels"
+
+
+class SideTooLongError(LimitExceededError):
+    """A page longer on one side than the limit: a strip can pass the pixel limit."""
+
+    code = "side_too_long"
+    limit_name = "page side"
+    unit = "pixels"
+
+
+class AspectRatioError(LimitExceededError):
+    """A page far longer than it is wide, or wider than long: ``value`` is its long side over
+    its short side, rounded up. A 1-pixel strip passes every other page limit, and text on
+    it would be scaled below what the detector can find."""
+
+    code = "aspect_ratio_too_large"
+    limit_name = "aspect ratio"
+
+    def __init__(self, *, limit: int, width: int, height: int, page: int | None = None) -> None:
+        ratio = -(-max(width, height) // max(min(width, height), 1))
+        where = f"page {page}" if page is not None else "the image"
+        InputError.__init__(
+            self,
+            f"aspect ratio limit exceeded: {where} is {width}x{height} pixels, its long side "
+            f"{ratio:,} times its short side; the limit is {limit:,}",
+        )
+        self.limit, self.value, self.page = limit, ratio, page
+
+
+class PixelBudgetError(LimitExceededError):
+    """The pages one request would read hold more pixels than a request may decode: refused
+    from the files' headers, before any page is decoded."""
+
+    code = "pixel_budget_exceeded"
+    limit_name = "pixels per request"
+    unit = "pixels"
+
+    def __init__(self, *, limit: int, value: int, pages: int) -> None:
+        InputError.__init__(
+            self,
+            f"pixels per request limit exceeded: {pages:,} pages of {value:,} pixels in all, "
+            f"the limit is {limit:,} pixels; send fewer pages (max_pages) or smaller ones",
+        )
+        self.limit, self.value, self.page = limit, value, None
+        self.pages = pages
+
+
+class TooManyFilesError(LimitExceededError):
+    code = "too_many_files"
+    limit_name = "files per request"
+    unit = "files"
 
 
 class TooManyPagesError(LimitExceededError):

@@ -6,8 +6,9 @@ and returns :class:`PageResult` objects made of :class:`Line` objects.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -19,28 +20,98 @@ PRECISIONS: tuple[Precision, ...] = ("fp32", "int8")
 Box = tuple[tuple[float, float], tuple[float, float], tuple[float, float], tuple[float, float]]
 
 
-@dataclass(frozen=True, slots=True)
 class Page:
-    """One decoded page: an HxWx3 uint8 image in BGR order (the PP-OCR convention).
+    """One page: an HxWx3 uint8 image in BGR order (the PP-OCR convention), or how to make one.
 
-    ``index`` is 1-based within its document.
+    A page made from an array holds it. A page of a decoded document holds only its size, read
+    from the file's header, and decodes its pixels each time :attr:`image` is read, keeping
+    nothing: read it once, use it and let it go, and a document of any length costs one page
+    of memory at a time. ``index`` is 1-based within its document.
+
+    >>> Page(np.zeros((480, 640, 3), np.uint8)).width
+    640
+    >>> page = decode_bytes(pdf_bytes).pages[0]   # doctest: +SKIP
+    >>> page.pixels, page.image.shape             # doctest: +SKIP
+    (3740000, (2200, 1700, 3))
     """
 
-    image: npt.NDArray[np.uint8]
-    index: int = 1
+    __slots__ = ("_height", "_image", "_load", "_width", "index")
+    _image: npt.NDArray[np.uint8] | None
+    _load: Callable[[], npt.NDArray[np.uint8]] | None
+    _width: int
+    _height: int
+    index: int
+
+    def __init__(self, image: npt.NDArray[np.uint8], index: int = 1) -> None:
+        self._fill(image, None, 0, 0, index)
+
+    @classmethod
+    def deferred(
+        cls, load: Callable[[], npt.NDArray[np.uint8]], *, width: int, height: int, index: int
+    ) -> Page:
+        """A page whose pixels ``load()`` decodes when :attr:`image` is read."""
+        page = cls.__new__(cls)
+        page._fill(None, load, width, height, index)
+        return page
+
+    def _fill(
+        self,
+        image: npt.NDArray[np.uint8] | None,
+        load: Callable[[], npt.NDArray[np.uint8]] | None,
+        width: int,
+        height: int,
+        index: int,
+    ) -> None:
+        # Immutable, as every value shared by the layers: one page may be read by many threads.
+        for name, value in (
+            ("_image", image), ("_load", load), ("_width", width), ("_height", height),
+            ("index", index),
+        ):  # fmt: skip
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Page is immutable: cannot set {name!r}")
+
+    def __getstate__(self) -> tuple[object, ...]:
+        return (self._image, self._load, self._width, self._height, self.index)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self._fill(*state)
+
+    @property
+    def image(self) -> npt.NDArray[np.uint8]:
+        if self._image is not None:
+            return self._image
+        assert self._load is not None
+        return self._load()
 
     @property
     def width(self) -> int:
-        return int(self.image.shape[1])
+        return int(self._image.shape[1]) if self._image is not None else self._width
 
     @property
     def height(self) -> int:
-        return int(self.image.shape[0])
+        return int(self._image.shape[0]) if self._image is not None else self._height
+
+    @property
+    def pixels(self) -> int:
+        """Width x height, known without decoding: what the page costs once read."""
+        if self._image is not None:
+            # (getattr: the engine, not this, tells a caller who passed no array what it expects)
+            return int(np.prod(getattr(self._image, "shape", (0, 0))[:2]))
+        return self._width * self._height
+
+    def __repr__(self) -> str:
+        held = "held" if self._image is not None else "deferred"
+        return f"Page(index={self.index}, {self.width}x{self.height}, {held})"
 
 
 @dataclass(frozen=True, slots=True)
 class Document:
-    """The pages decoded from one file, and whether a page limit cut it short.
+    """The pages of one file, and whether a page limit cut it short.
+
+    The pages of a decoded file are deferred (:class:`Page`): their sizes are known and
+    checked, their pixels decoded one page at a time as each is read.
 
     >>> doc = decode_bytes(data)          # doctest: +SKIP
     >>> doc.truncated, doc.pages_total    # (True, 120) for a 120-page PDF over a 50-page limit
@@ -50,6 +121,11 @@ class Document:
     format: str
     pages_total: int
     truncated: bool = False
+
+    @property
+    def pixels(self) -> int:
+        """Pixels of every kept page: what reading the document decodes in all."""
+        return sum(page.pixels for page in self.pages)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -61,6 +61,7 @@ from ocrserve.errors import (
     FileTooLargeError,
     InputError,
     OCRServeError,
+    PixelBudgetError,
     QueueFullError,
     ShuttingDownError,
 )
@@ -341,6 +342,12 @@ def _router() -> APIRouter:
                 todo.append((n, p))
             else:
                 answers[n] = p
+        # One request's pixels, as for /ocr: a batch is one request (each file was held to it
+        # alone when decoded).
+        if (pixels := sum(p.doc.pixels for _, p in todo)) > service.settings.max_request_pixels:
+            pages = sum(len(p.doc.pages) for _, p in todo)
+            limit = service.settings.max_request_pixels
+            raise PixelBudgetError(limit=limit, value=pixels, pages=pages)
         if todo:
             t_infer = time.perf_counter()
             try:
@@ -430,7 +437,13 @@ async def _recognise(
 async def _decode(service: Service, upload: Upload, max_pages: int) -> Document:
     s = service.settings
     limits = DecodeLimits(
-        max_bytes=s.max_file_bytes, max_pixels=s.max_pixels, max_pages=max_pages, pdf_dpi=s.pdf_dpi
+        max_bytes=s.max_file_bytes,
+        max_pixels=s.max_pixels,
+        max_side=s.max_side,
+        max_aspect=s.max_aspect,
+        max_total_pixels=s.max_request_pixels,
+        max_pages=max_pages,
+        pdf_dpi=s.pdf_dpi,
     )
     return await run_in_threadpool(decode_bytes, upload.data, limits, filename=upload.filename)
 

@@ -55,9 +55,9 @@ class DetResult:
 @dataclass(frozen=True, slots=True)
 class _Prepared:
     tensor: F32  # (3, H, W)
-    scale_x: float  # input pixels per padded-image pixel
+    scale_x: float  # input pixels per original pixel
     scale_y: float
-    pad_top: int
+    top: int  # input rows of padding above the page
     width: int  # original size
     height: int
 
@@ -112,17 +112,19 @@ class TextDetector:
         return out
 
     def _prepare(self, img: U8) -> _Prepared:
+        """The model's input: the page scaled by the resize policy, on a taller canvas if flat.
+
+        Every array here is at most the input's size, (``max_side`` + 16)^2 pixels or
+        ``max_upscale``^2 times the page, whatever the page's shape: the padding is added
+        after the resize, never at the page's own resolution, where a 1 x 300,000 strip
+        would pad to a 75,000 x 300,000 canvas (67 GB).
+        """
         o = self.options
         h, w = img.shape[:2]
-        pad_top = 0
+        pad = 0
         if h <= o.min_height or w / h > o.max_aspect:
-            new_h = max(int(w / o.max_aspect), o.min_height) * 2
-            pad_top = max((new_h - h) // 2, 0)
-            img = np.asarray(
-                cv2.copyMakeBorder(img, pad_top, pad_top, 0, 0, cv2.BORDER_CONSTANT, value=0),
-                dtype=np.uint8,
-            )
-        ph, pw = img.shape[:2]
+            pad = max((max(int(w / o.max_aspect), o.min_height) * 2 - h) // 2, 0)
+        ph, pw = h + 2 * pad, w  # the padded canvas, never allocated at this size
         scale = 1.0
         if min(ph, pw) < o.limit_side:
             scale = min(o.limit_side / min(ph, pw), o.max_upscale)
@@ -130,11 +132,19 @@ class TextDetector:
             scale = o.max_side / max(ph, pw)
         rh = max(32, round(ph * scale / 32) * 32)
         rw = max(32, round(pw * scale / 32) * 32)
-        resized = cv2.resize(img, (rw, rh))
+        if pad:
+            # The page's rows land where they would on the padded canvas scaled to rh rows.
+            top = min(round(pad * rh / ph), rh - 1)
+            rows = min(max(1, round(h * rh / ph)), rh - top)
+            resized = np.zeros((rh, rw, 3), dtype=np.uint8)
+            resized[top : top + rows] = cv2.resize(img, (rw, rows))
+        else:
+            top, rows = 0, rh
+            resized = np.asarray(cv2.resize(img, (rw, rh)), dtype=np.uint8)
         # (x / 255 - 0.5) / 0.5, folded into one multiply-add
         tensor = resized.astype(np.float32) * np.float32(2 / 255) - np.float32(1.0)
         return _Prepared(
-            np.ascontiguousarray(tensor.transpose(2, 0, 1)), rw / pw, rh / ph, pad_top, w, h
+            np.ascontiguousarray(tensor.transpose(2, 0, 1)), rw / w, rows / h, top, w, h
         )
 
     def _boxes(self, prob: F32, prep: _Prepared) -> tuple[F32, tuple[float, ...]]:
@@ -156,9 +166,9 @@ class TextDetector:
             box, short_side = _min_box(np.asarray(expanded, dtype=np.int32))
             if short_side < 5:
                 continue
-            # map-pixels -> padded-image pixels -> original pixels
+            # map pixels -> original pixels
             box[:, 0] = box[:, 0] / prep.scale_x
-            box[:, 1] = box[:, 1] / prep.scale_y - prep.pad_top
+            box[:, 1] = (box[:, 1] - prep.top) / prep.scale_y
             box[:, 0] = np.clip(box[:, 0], 0, prep.width - 1)
             box[:, 1] = np.clip(box[:, 1], 0, prep.height - 1)
             box = _order_clockwise(box)

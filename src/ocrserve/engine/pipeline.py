@@ -3,6 +3,8 @@
 One :meth:`Engine.run` call takes pages from any number of documents or requests. Detection
 runs per page; the line crops of every page are then pooled, so the classifier and the
 recogniser see full batches of similar widths however the work was split into requests.
+A page is read (decoded, for a deferred page) only for its detection and let go once its
+lines are cut out, under a pixel budget shared by every thread that runs the engine.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +23,7 @@ import numpy.typing as npt
 
 from ocrserve.config import Settings
 from ocrserve.engine.cls import AngleClassifier, ClsOptions
-from ocrserve.engine.det import DetOptions, TextDetector
+from ocrserve.engine.det import DetOptions, DetResult, TextDetector
 from ocrserve.engine.models import ModelSet, ModelSpec, ensure_int8
 from ocrserve.engine.rec import RecOptions, TextRecognizer
 from ocrserve.engine.session import CPU, OrtSession, RuntimeOptions, resolve_providers
@@ -43,6 +46,42 @@ class Stages:
     recs: dict[str, TextRecognizer]  # rec model file name -> recogniser
 
 
+class PixelBudget:
+    """Pixels of the pages held at once, across every thread that runs one engine.
+
+    A page waits until its pixels fit under ``limit`` beside the pages already held; a page
+    larger than the whole budget is let in alone, rather than never.
+
+    >>> budget = PixelBudget(120_000_000)
+    >>> with budget.hold(page.pixels):   # doctest: +SKIP
+    ...     image = page.image
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"a pixel budget must be at least 1, got {limit!r}")
+        self.limit = limit
+        self._held = 0
+        self._cond = threading.Condition()
+
+    @property
+    def held(self) -> int:
+        return self._held
+
+    @contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        with self._cond:
+            while self._held and self._held + pixels > self.limit:
+                self._cond.wait()
+            self._held += pixels
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._held -= pixels
+                self._cond.notify_all()
+
+
 class Engine:
     """Recognises text on pages. Thread-safe: share one instance.
 
@@ -62,6 +101,7 @@ class Engine:
         precision: Precision = "fp32",
         defaults: OCROptions = OCROptions(),
         cache_dir: Path | None = None,
+        max_pixels_in_flight: int = 120_000_000,
     ) -> None:
         self.models = models
         self.runtime = runtime
@@ -69,6 +109,8 @@ class Engine:
         self.precision: Precision = self._check_precision(precision)
         self.defaults = defaults
         self.cache_dir = cache_dir or models.folder
+        #: Pixels of the pages being read at once, by every thread: see ``run``.
+        self.pixels_in_flight = PixelBudget(max_pixels_in_flight)
         # Stages per precision, built on first use. The lock guards only this one-time
         # construction; running a stage mutates nothing shared.
         self._stages: dict[Precision, Stages] = {}
@@ -99,6 +141,7 @@ class Engine:
                 min_confidence=settings.min_confidence,
             ),
             cache_dir=settings.data_dir / "models",
+            max_pixels_in_flight=settings.max_pixels_in_flight,
         )
 
     @classmethod
@@ -175,22 +218,35 @@ class Engine:
         )
 
     def run(self, pages: Sequence[Page], options: OCROptions | None = None) -> list[PageResult]:
-        """Recognise every page; returns one result per page, in order."""
+        """Recognise every page; returns one result per page, in order.
+
+        Pages are read one at a time, each under ``pixels_in_flight`` while it is held: its
+        image is read (a deferred page decodes it here), its lines found and cut out, and
+        the image let go before the next page's, so a call costs one page of memory however
+        many pages it is given, and the process no more than the budget however many calls
+        run at once.
+        """
         opts, rec_file, precision = self.resolve(options)
         stages = self.stages(precision)
-        images = [_as_bgr(p.image, p.index) for p in pages]
-        if not images:
+        if not pages:
             return []
 
-        detected = stages.det(images)
+        detected: list[DetResult] = []
+        sizes: list[tuple[int, int]] = []  # (width, height) of each page as read
         crops: list[U8] = []
         boxes: list[F32] = []
         owner: list[int] = []  # page position of each crop
-        for n, (img, found) in enumerate(zip(images, detected, strict=True)):
-            for box in found.boxes:
-                crops.append(_crop(img, box))
-                boxes.append(box)
-                owner.append(n)
+        for n, page in enumerate(pages):
+            with self.pixels_in_flight.hold(page.pixels):
+                img = _as_bgr(page.image, page.index)
+                [found] = stages.det([img])
+                for box in found.boxes:
+                    crops.append(_crop(img, box))
+                    boxes.append(box)
+                    owner.append(n)
+                sizes.append((img.shape[1], img.shape[0]))
+                del img
+            detected.append(found)
 
         cls_elapsed = 0.0
         if opts.use_cls and crops:
@@ -201,12 +257,12 @@ class Engine:
             raise EngineError(f"{len(recognised.texts)} texts for {len(crops)} crops")
 
         # Batched stages' time is shared out by each page's share of the crops' pixels.
-        work = np.zeros(len(images))
+        work = np.zeros(len(pages))
         for c, n in zip(crops, owner, strict=True):
             work[n] += c.shape[0] * c.shape[1]
         share = work / work.sum() if work.sum() else work
 
-        lines: list[list[Line]] = [[] for _ in images]
+        lines: list[list[Line]] = [[] for _ in pages]
         for k, n in enumerate(owner):
             text, conf = recognised.texts[k].strip(), recognised.confidences[k]
             if text and conf >= opts.min_confidence:
@@ -222,8 +278,8 @@ class Engine:
             results.append(
                 PageResult(
                     index=page.index,
-                    width=images[n].shape[1],
-                    height=images[n].shape[0],
+                    width=sizes[n][0],
+                    height=sizes[n][1],
                     lines=tuple(ordered),
                     text=join_text([line.text for line in lines[n]], order),
                     timings=Timings(det=det_t, cls=cls_t, rec=rec_t, total=det_t + cls_t + rec_t),

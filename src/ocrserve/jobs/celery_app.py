@@ -128,6 +128,9 @@ def runner_config(settings: Settings, engine: Engine, *, pages_in_flight: int = 
         limits=DecodeLimits(
             max_bytes=settings.max_file_bytes,
             max_pixels=settings.max_pixels,
+            max_side=settings.max_side,
+            max_aspect=settings.max_aspect,
+            max_total_pixels=settings.max_request_pixels,
             max_pages=settings.max_pages,
             pdf_dpi=settings.pdf_dpi,
         ),

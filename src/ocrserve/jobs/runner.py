@@ -193,11 +193,8 @@ async def _work(
 ) -> Outcome:
     t0 = time.perf_counter()
     options, max_pages = decode_options(row.options, config.defaults)
-    limits = DecodeLimits(
-        max_bytes=config.limits.max_bytes,
-        max_pixels=config.limits.max_pixels,
-        max_pages=min(max_pages or config.limits.max_pages, config.limits.max_pages),
-        pdf_dpi=config.limits.pdf_dpi,
+    limits = replace(
+        config.limits, max_pages=min(max_pages or config.limits.max_pages, config.limits.max_pages)
     )
     try:
         data = row.input_bytes if row.input_bytes is not None else await _fetch(row, config, http)

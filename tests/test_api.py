@@ -128,7 +128,7 @@ async def test_bad_input_is_a_4xx_with_a_code_never_a_500(client: httpx.AsyncCli
     r = await client.post("/ocr", files={"nothing": ("x.jpg", LONG_LINE)})
     assert "'image'" in assert_error(r, 422, "invalid_input")["message"]
     r = await client.post("/ocr", content=b"raw", headers={"content-type": "image/jpeg"})
-    assert_error(r, 422, "invalid_input")
+    assert_error(r, 415, "unsupported_media_type")
     r = await client.get("/nowhere")
     assert_error(r, 404, "not_found")
 
@@ -300,7 +300,7 @@ async def test_batch_needs_files(client: httpx.AsyncClient) -> None:
     r = await client.post("/ocr/batch", data={"lang": "en"}, files={"other": ("x", b"x")})
     assert_error(r, 422, "invalid_input")
     r = await client.post("/ocr/batch", json={"images": []})
-    assert_error(r, 422, "invalid_input")
+    assert_error(r, 415, "unsupported_media_type")
 
 
 class Faulty:

@@ -22,8 +22,8 @@ import httpx
 import pytest
 
 from ocrserve import Engine, Settings
+from ocrserve.api.parsing import MAX_JSON_DEPTH, MAX_JSON_TOKENS, check_json_shape
 from ocrserve.api.security import TokenBuckets, TrustedProxies, client_address
-from ocrserve.api.service import MAX_JSON_DEPTH, MAX_JSON_TOKENS, check_json_shape
 from ocrserve.errors import JSONTooComplexError, JSONTooDeepError, RateLimitedError
 
 from .conftest import FIXTURES, SECRET, client_for, free_port, start_serve

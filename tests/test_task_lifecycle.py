@@ -94,7 +94,7 @@ def workers_for(
     batcher = Batcher(engine, lanes=1, max_batch_size=4, max_wait=0.0)
     batcher.start()
     base: dict[str, Any] = {"limits": DecodeLimits(), "model": "test", "lease": 5.0,
-                            "retry_delays": (0.05,)}  # fmt: skip
+                            "retry_delays": (0.05,), "allow_private": True}  # fmt: skip
     workers = EmbeddedWorkers(
         store,
         batcher,

@@ -155,6 +155,26 @@ _PDF_HEADER_WINDOW: Final = 1024
 _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
 
 
+def check_format(data: bytes, where: str = "") -> str:
+    """The format of ``data``, from its first bytes, or the error decoding it would end in:
+    what a service can tell a client at once, before any pixel is decoded."""
+    if not data:
+        raise CorruptFileError(f"{where}the file is empty (0 bytes)", reason="empty file")
+    fmt = sniff_format(data)
+    if fmt is None:
+        detected = _name_unsupported(data)
+        came = f"this looks like {detected}" if detected else "the format was not recognised"
+        raise UnsupportedFormatError(
+            f"{where}unsupported file format: {came}; supported formats are {_SUPPORTED_LIST}",
+            detected=detected,
+        )
+    if fmt == "webp" and not WebPImagePlugin.SUPPORTED:
+        raise UnsupportedFormatError(
+            f"{where}this Pillow build was compiled without WebP support", detected="webp"
+        )
+    return fmt
+
+
 def sniff_format(data: bytes) -> str | None:
     """Name the format of ``data`` from its magic bytes, or ``None`` if it is not one we decode.
 
@@ -201,20 +221,7 @@ def decode_bytes(
     where = f"{filename}: " if filename else ""
     if len(data) > limits.max_bytes:
         raise FileTooLargeError(limit=limits.max_bytes, value=len(data))
-    if not data:
-        raise CorruptFileError(f"{where}the file is empty (0 bytes)", reason="empty file")
-    fmt = sniff_format(data)
-    if fmt is None:
-        detected = _name_unsupported(data)
-        came = f"this looks like {detected}" if detected else "the format was not recognised"
-        raise UnsupportedFormatError(
-            f"{where}unsupported file format: {came}; supported formats are {_SUPPORTED_LIST}",
-            detected=detected,
-        )
-    if fmt == "webp" and not WebPImagePlugin.SUPPORTED:
-        raise UnsupportedFormatError(
-            f"{where}this Pillow build was compiled without WebP support", detected="webp"
-        )
+    fmt = check_format(data, where)
     if fmt == "pdf":
         doc = _decode_pdf(data, limits, where)
     else:

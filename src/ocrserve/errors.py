@@ -6,6 +6,7 @@ that the HTTP layer maps to a status in one place::
     OCRServeError                      code
     ├── InputError                     (bad input: the caller can fix it)
     │   ├── UnsupportedFormatError     unsupported_format   .detected
+    │   ├── UnsupportedMediaTypeError  unsupported_media_type  (the request body's Content-Type)
     │   ├── CorruptFileError           corrupt_file         .reason
     │   ├── UnreadableFileError        unreadable_file      .path (a local file cannot be read)
     │   ├── JSONTooDeepError           json_too_deep        .limit (nesting, before parsing)
@@ -16,6 +17,7 @@ that the HTTP layer maps to a status in one place::
     │       ├── AspectRatioError       aspect_ratio_too_large  (a page's long side / short side)
     │       ├── PixelBudgetError       pixel_budget_exceeded   (pixels of a request's pages)
     │       ├── TooManyPagesError      too_many_pages       (pages, when truncation is refused)
+    │       ├── TooManyFilesError      too_many_files       (files in one batch request)
     │       ├── JSONTooLargeError      json_too_large       (bytes of a JSON body)
     │       ├── JSONTooComplexError    json_too_complex     (tokens of a JSON body: values...)
     │       └── MetadataTooLargeError  metadata_too_large   (bytes of a task's metadata)
@@ -69,6 +71,12 @@ class UnsupportedFormatError(InputError):
     def __init__(self, message: str, *, detected: str | None = None) -> None:
         super().__init__(message)
         self.detected = detected
+
+
+class UnsupportedMediaTypeError(InputError):
+    """The request body is not of a type the route reads (JSON or multipart form data)."""
+
+    code = "unsupported_media_type"
 
 
 class CorruptFileError(InputError):

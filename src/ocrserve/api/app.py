@@ -21,13 +21,13 @@ from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 
 from ocrserve import __version__
 from ocrserve.api import errors as api_errors
 from ocrserve.api.callbacks import declare_callbacks
 from ocrserve.api.drain import RETRY_AFTER_S, Drain
 from ocrserve.api.metrics import Metrics
+from ocrserve.api.parsing import ParsedRequest, Refused, Route, Upload, checked, parse
 from ocrserve.api.schemas import BatchError, BatchItem, ErrorOut, Health, OCRJSONRequest, OCRResult
 from ocrserve.api.security import (
     AdminCheck,
@@ -36,18 +36,7 @@ from ocrserve.api.security import (
     TokenBuckets,
     TrustedProxies,
 )
-from ocrserve.api.service import (
-    BATCH_FIELDS,
-    Authorized,
-    Service,
-    Upload,
-    form_options,
-    parse_options,
-    read_form,
-    read_single,
-    read_upload,
-    service_of,
-)
+from ocrserve.api.service import Authorized, Service, service_of
 from ocrserve.api.tasks import TaskBackend, task_router
 from ocrserve.batcher import Batcher
 from ocrserve.cache import MemoryCache, RedisCache, ResultCache, cache_key
@@ -59,13 +48,12 @@ from ocrserve.errors import (
     DeadlineExceededError,
     EngineError,
     FileTooLargeError,
-    InputError,
     OCRServeError,
     PixelBudgetError,
     QueueFullError,
     ShuttingDownError,
 )
-from ocrserve.fetch import server_client
+from ocrserve.fetch import fetch_url, server_client
 from ocrserve.jobs.celery_app import callback_policy, enqueue, make_celery, runner_config
 from ocrserve.jobs.embedded import DatabaseLock, EmbeddedWorkers
 from ocrserve.jobs.store import TaskStore
@@ -288,8 +276,9 @@ def _router() -> APIRouter:
     async def ocr(request: Request, caller: Authorized) -> Response:
         t0 = time.perf_counter()
         service = caller.service
-        upload, raw_options = await read_single(request, service)
-        options, max_pages = parse_options(raw_options, service)
+        req = await parse(request, service, Route.OCR)
+        upload = await _document(service, req)
+        options, max_pages = req.options, req.max_pages
         key = cache_key(
             upload.data,
             options,
@@ -313,27 +302,13 @@ def _router() -> APIRouter:
     async def ocr_batch(request: Request, caller: Authorized) -> Response:
         t0 = time.perf_counter()
         service = caller.service
-        form = await read_form(request, service)
-        try:
-            files = [f for name in BATCH_FIELDS for f in form.getlist(name)]
-            uploads = [f for f in files if isinstance(f, UploadFile)]
-            if not uploads:
-                raise InputError("no files: send them as repeated multipart fields 'images'")
-            if len(uploads) > service.settings.max_batch_files:
-                limit = service.settings.max_batch_files
-                raise InputError(f"too many files: {len(uploads)}, the limit is {limit}")
-            options, max_pages = parse_options(form_options(form, request), service)
-            items = [await read_upload(u, service) for u in uploads]
-        finally:
-            await form.close()
+        req = await parse(request, service, Route.BATCH)
+        options, max_pages = req.options, req.max_pages
 
         # Every file is read, looked up and decoded before any is queued, so that the batch is
         # admitted in one step: all of its pages, or a 503 with nothing queued.
         prepared = await asyncio.gather(
-            *(
-                _prepare(service, item, upload.filename, options, max_pages, caller.tenant)
-                for item, upload in zip(items, uploads, strict=True)
-            )
+            *(_prepare(service, item, options, max_pages, caller.tenant) for item in req.files)
         )
         answers: list[dict[str, object]] = [{} for _ in prepared]
         todo: list[tuple[int, _Decoded]] = []
@@ -409,6 +384,21 @@ def _router() -> APIRouter:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+async def _document(service: Service, req: ParsedRequest) -> Upload:
+    """``/ocr``'s document: the upload, or the bytes at its ``image_url``, checked alike."""
+    if req.url is None:
+        return req.upload
+    s = service.settings
+    data = await fetch_url(
+        req.url, max_bytes=s.max_file_bytes, timeout=s.url_timeout_s,
+        allow_private=s.allow_private_urls, client=service.http,
+    )  # fmt: skip
+    item = checked(Upload(req.url.rsplit("/", 1)[-1] or None, data))
+    if isinstance(item, Refused):
+        raise item.error
+    return item
 
 
 def _extra(max_pages: int, service: Service) -> str:
@@ -490,15 +480,15 @@ class _Decoded:
 
 async def _prepare(
     service: Service,
-    item: Upload | OCRServeError,
-    filename: str | None,
+    item: Upload | Refused,
     options: OCROptions,
     max_pages: int,
     tenant: str,
 ) -> dict[str, object] | _Decoded:
     """A batch file's answer when it needs no inference (an error, a cache hit), else its pages."""
-    if isinstance(item, OCRServeError):
-        return _item_error(filename, item)
+    filename = item.filename
+    if isinstance(item, Refused):
+        return _item_error(filename, item.error)
     key = cache_key(
         item.data, options, _extra(max_pages, service), service.engine.model_version, tenant=tenant
     )

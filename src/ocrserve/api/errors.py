@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 #: Most specific class first: the first match wins.
 STATUS: tuple[tuple[type[e.OCRServeError], int], ...] = (
     (e.UnsupportedFormatError, 415),
+    (e.UnsupportedMediaTypeError, 415),
     (e.LimitExceededError, 413),
     (e.CorruptFileError, 422),
     (e.URLNotAllowedError, 422),

@@ -5,7 +5,9 @@ The result and task-event models live in :mod:`ocrserve.schemas`, shared with th
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from ocrserve.schemas import ErrorDetail, OCRResult
 
@@ -34,14 +36,29 @@ class ErrorOut(BaseModel):
 
 
 class OCRJSONRequest(BaseModel):
-    """``POST /ocr`` with a JSON body: one of ``image_base64`` or ``image_url``."""
+    """``POST /ocr`` with a JSON body: one of ``image_base64`` or ``image_url``. Strict: an
+    unknown field (a typo) is refused, not ignored; ``cls`` is a boolean, ``max_pages`` an
+    integer (``true`` is not a page count)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     image_base64: str | None = None
     image_url: str | None = None
     lang: str | None = None
-    precision: str | None = None
-    cls: bool | None = None
-    max_pages: int | None = Field(default=None, ge=1)
+    precision: str | None = Field(default=None, description="fp32 or int8")
+    cls: StrictBool | None = None
+    max_pages: StrictInt | None = Field(default=None, ge=1)
+
+
+class TaskJSONRequest(OCRJSONRequest):
+    """``POST /ocr/async`` with a JSON body: the ``/ocr`` fields, and what a task keeps."""
+
+    metadata: dict[str, Any] | None = Field(
+        default=None, description="Returned with the task and its callback; at most 16 KiB."
+    )
+    callback_url: str | None = Field(
+        default=None, description="HTTPS; receives the signed ocr-task-finished event."
+    )
 
 
 class Health(BaseModel):

@@ -7,9 +7,6 @@ The dead letters are the admin's (``OCRSERVE_ADMIN_KEY``), every tenant's, URLs 
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,24 +15,15 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 
+from ocrserve.api.parsing import Route, parse
 from ocrserve.api.service import (
-    FILE_FIELDS,
-    OPTION_FIELDS,
     AdminGuarded,
     Authorized,
     Service,
-    check_json_shape,
-    parse_options,
-    read_form,
-    read_json_body,
-    read_upload,
 )
 from ocrserve.errors import (
-    FileTooLargeError,
     InputError,
-    MetadataTooLargeError,
     OCRServeError,
 )
 from ocrserve.fetch import check_url
@@ -216,69 +204,20 @@ def _not_found(task_id: str, what: str = "task") -> JSONResponse:
 
 
 async def _read_submission(request: Request, service: Service) -> NewTask:
+    """The task a submit asks for, read as ``/ocr`` reads its request (one parser), plus what a
+    task keeps; URLs are checked now, so that a refused one is a 422 and not a failed task."""
     s = service.settings
-    raw: dict[str, Any]
-    data: bytes | None = None
-    filename: str | None = None
-    if request.headers.get("content-type", "").startswith("application/json"):
-        try:
-            raw = json.loads(await read_json_body(request, service))
-        except ValueError as e:
-            raise InputError(f"invalid JSON body: {e}") from e
-        if not isinstance(raw, dict):
-            raise InputError("the JSON body must be an object")
-        if raw.get("image_base64") is not None:
-            try:
-                data = base64.b64decode(str(raw["image_base64"]), validate=True)
-            except (binascii.Error, ValueError) as e:
-                raise InputError(f"image_base64 is not valid base64: {e}") from e
-    else:
-        form = await read_form(request, service)
-        try:
-            raw = {k: v for k, v in form.items() if isinstance(v, str)}
-            file = next(
-                (f for n in FILE_FIELDS for f in form.getlist(n) if isinstance(f, UploadFile)), None
-            )
-            if file is not None:
-                item = await read_upload(file, service)
-                if isinstance(item, OCRServeError):
-                    raise item
-                data, filename = item.data, item.filename
-        finally:
-            await form.close()
-        if isinstance(raw.get("metadata"), str):
-            check_json_shape(raw["metadata"], "metadata")
-            try:
-                raw["metadata"] = json.loads(raw["metadata"])
-            except ValueError as e:
-                raise InputError(f"metadata must be a JSON object: {e}") from e
-    if data is not None and len(data) > s.max_file_bytes:
-        raise FileTooLargeError(limit=s.max_file_bytes, value=len(data))
-    url = raw.get("image_url")
-    if (data is None) == (url is None):
-        raise InputError("send exactly one of image_url, image_base64 or an 'image' file")
-    if url is not None:
-        await check_url(str(url), allow_private=s.allow_private_urls)
-    callback = raw.get("callback_url")
-    if callback is not None:
-        await check_url(str(callback), allow_private=s.allow_private_urls, require_https=True)
-    metadata = raw.get("metadata")
-    if metadata is not None and not isinstance(metadata, dict):
-        raise InputError("metadata must be a JSON object")
-    if metadata is not None:
-        size = len(json.dumps(metadata, ensure_ascii=False, separators=(",", ":")).encode())
-        if size > MAX_METADATA_BYTES:
-            raise MetadataTooLargeError(limit=MAX_METADATA_BYTES, value=size)
-    options, max_pages = parse_options(
-        {k: str(raw[k]).lower() if isinstance(raw[k], bool) else str(raw[k])
-         for k in OPTION_FIELDS if raw.get(k) is not None},
-        service,
-    )  # fmt: skip
+    req = await parse(request, service, Route.TASK)
+    if req.url is not None:
+        await check_url(req.url, allow_private=s.allow_private_urls)
+    if req.callback_url is not None:
+        await check_url(req.callback_url, allow_private=s.allow_private_urls, require_https=True)
+    upload = req.upload if req.url is None else None
     return NewTask(
-        options=encode_options(options, max_pages),
-        source_url=str(url) if url is not None else None,
-        input_bytes=data,
-        filename=filename or (str(url).rsplit("/", 1)[-1] if url else None),
-        metadata=metadata,
-        callback_url=str(callback) if callback is not None else None,
-    )  # fmt: skip
+        options=encode_options(req.options, req.max_pages),
+        source_url=req.url,
+        input_bytes=upload.data if upload is not None else None,
+        filename=upload.filename if upload is not None else (req.url or "").rsplit("/", 1)[-1],
+        metadata=req.metadata,
+        callback_url=req.callback_url,
+    )

@@ -111,9 +111,7 @@ async def test_a_body_of_another_type_is_415(client: httpx.AsyncClient, route: s
 
 
 @pytest.mark.parametrize("route", ("/ocr", "/ocr/batch"))
-async def test_task_fields_belong_to_the_async_route(
-    client: httpx.AsyncClient, route: str
-) -> None:
+async def test_task_fields_belong_to_the_async_route(client: httpx.AsyncClient, route: str) -> None:
     r = await post(
         client, route, files=[("image", ("l.jpg", LONG_LINE))], data={"metadata": '{"a": 1}'}
     )

@@ -5,10 +5,14 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 SAMPLE  ?= tests/fixtures/en_doc_paragraph.jpg
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' src/ocrserve/_version.py)
+ENGINE  ?= podman
+IMAGE   ?= ocrserve
+BASE    ?= localhost/debian:bookworm
 
-.PHONY: install system-deps browser-deps gateway-deps run sample test lint bench bench-load
+.PHONY: install system-deps browser-deps gateway-deps run sample test lint bench bench-load image image-test
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml src/ocrserve/_version.py
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
@@ -54,3 +58,14 @@ bench: $(STAMP) system-deps
 
 bench-load: $(STAMP)
 	$(BIN)/python bench/load.py --write-results
+
+# The container image, tagged $(IMAGE):$(VERSION) and :latest; not part of `make test` (minutes).
+# The default base is Debian bookworm made from Debian's mirror when missing (no registry needed:
+# root and debootstrap); BASE=python:3.11-slim is the Dockerfile's own default.
+image:
+	ENGINE=$(ENGINE) IMAGE=$(IMAGE) BASE=$(BASE) deploy/image-build.sh
+
+# Runs the built image: /ready, a real /ocr, non-root, HEALTHCHECK, SIGTERM within 30 s, size.
+# IMAGE_TEST_DATABASE_URL and IMAGE_TEST_BROKER_URL set: the worker variant too.
+image-test:
+	$(PY) deploy/image_test.py --engine $(ENGINE) --image $(IMAGE):$(VERSION)

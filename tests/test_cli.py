@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import ocrserve
+
 from .conftest import FIXTURES
 
 OCRSERVE = [sys.executable, "-m", "ocrserve"]
@@ -70,3 +72,10 @@ def test_a_progress_bar_on_stderr_for_many_pages() -> None:
     assert r.returncode == 0, r.stderr
     assert "2/2" in r.stderr and "page" in r.stderr
     assert "2/2" not in r.stdout
+
+
+def test_version_option_and_command_print_the_version() -> None:
+    for args in (["--version"], ["version"]):
+        r = run(*args)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == f"{ocrserve.__version__}\n"

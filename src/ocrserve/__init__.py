@@ -5,6 +5,7 @@
 >>> print(engine.run(decode_path("invoice.pdf").pages)[0].text)  # doctest: +SKIP
 """
 
+from ocrserve._version import __version__
 from ocrserve.config import Settings
 from ocrserve.decode import DecodeLimits, decode_bytes, decode_path
 from ocrserve.engine import Engine, ModelSet, RuntimeOptions
@@ -42,8 +43,6 @@ from ocrserve.errors import (
     URLNotAllowedError,
 )
 from ocrserve.types import Document, Line, OCROptions, Page, PageResult, Timings
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AspectRatioError",

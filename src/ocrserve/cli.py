@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 from tqdm import tqdm
 
-from ocrserve import __version__
+from ocrserve._version import __version__
 from ocrserve.client.cli import client_app
 from ocrserve.config import Settings
 from ocrserve.decode import DecodeLimits, decode_path
@@ -60,6 +60,24 @@ def _settings(**overrides: object) -> Settings:
 def _fail(e: OCRServeError) -> typer.Exit:
     typer.echo(f"error: [{e.code}] {e.message}", err=True)
     return typer.Exit(2)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """ocrserve: self-hosted OCR."""
 
 
 @app.command()

@@ -10,7 +10,7 @@ ENGINE  ?= podman
 IMAGE   ?= ocrserve
 BASE    ?= localhost/debian:bookworm
 
-.PHONY: install system-deps browser-deps gateway-deps run sample test lint bench bench-load image image-test
+.PHONY: install system-deps browser-deps prometheus-deps gateway-deps run sample test lint bench bench-load image image-test
 
 $(STAMP): pyproject.toml src/ocrserve/_version.py
 	$(PY) -m venv $(VENV)
@@ -39,6 +39,17 @@ gateway-deps:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 		nginx-light openssl docker-compose)
 
+# promtool checks and unit-tests deploy/prometheus/alerts.yml (tests/test_observability.py).
+# Only that binary is needed: it is taken out of Debian's prometheus package into the venv,
+# so no Prometheus server is installed, let alone started.
+prometheus-deps: $(STAMP)
+	command -v promtool >/dev/null || test -x $(BIN)/promtool || { \
+		tmp=$$(mktemp -d) && cd $$tmp && \
+		{ apt-get download prometheus 2>/dev/null || \
+			{ apt-get update -qq && apt-get download prometheus; }; } && \
+		dpkg-deb -x prometheus_*.deb root && cp root/usr/bin/promtool $(abspath $(BIN))/ && \
+		cd / && rm -rf $$tmp; }
+
 run: $(STAMP)
 	$(BIN)/ocrserve serve
 
@@ -50,7 +61,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
 
-test: $(STAMP) lint browser-deps gateway-deps
+test: $(STAMP) lint browser-deps gateway-deps prometheus-deps
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP) system-deps

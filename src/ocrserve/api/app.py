@@ -136,6 +136,7 @@ async def _start_tasks(service: Service) -> TaskBackend:
     url = s.task_database_url()
     if s.broker_url:
         store = await run_in_threadpool(TaskStore, url)
+        service.metrics.watch_tasks(store, lease_s=s.task_lease_s)
         celery = make_celery(s)
         return TaskBackend(store=store, enqueue=lambda task_id: enqueue(celery, task_id))
     lock = DatabaseLock.for_url(url)  # refuses a non-SQLite database, and a second process
@@ -149,8 +150,13 @@ async def _start_tasks(service: Service) -> TaskBackend:
             await run_in_threadpool(callback_policy, s),
             workers=s.task_workers,
             retention=s.task_retention_s,
-            on_restart=lambda loop: service.metrics.loop_restarts.labels(loop).inc(),
+            on_restart=service.metrics.loop_restarted,
+            on_heartbeat=service.metrics.heartbeat,
+            on_claim=service.metrics.task_claimed,
+            on_callback=service.metrics.callback_attempted,
         )
+        service.metrics.loops_started(workers.loops)
+        service.metrics.watch_tasks(store, lease_s=s.task_lease_s)
         await workers.start()
     except BaseException:
         lock.release()
@@ -190,6 +196,7 @@ def _build_service(settings: Settings, engine: Engine | None) -> Service:
     else:  # an engine passed in (tests share one): lanes as its providers suggest
         lanes = settings.lane_count(engine.providers[0] != CPU)
     metrics = Metrics()
+    metrics.queue_limit.set(settings.queue_max_pages)
     cache: ResultCache | None = None
     if settings.redis_url:
         cache = RedisCache(settings.redis_url, ttl=settings.cache_ttl_s)
@@ -381,7 +388,9 @@ def _router() -> APIRouter:
     @router.get("/metrics", summary="Prometheus metrics")
     async def metrics(request: Request) -> Response:
         registry = service_of(request).metrics.registry
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        # Off the event loop: the task gauges query the database at each scrape.
+        body = await run_in_threadpool(generate_latest, registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return router
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,12 +173,18 @@ def _record(started: float, status: int | None, error: str | None, n: int) -> di
 
 
 async def run_due(
-    store: TaskStore, policy: CallbackPolicy, client: httpx.AsyncClient, *, run_sync: Any
+    store: TaskStore,
+    policy: CallbackPolicy,
+    client: httpx.AsyncClient,
+    *,
+    run_sync: Any,
+    on_attempt: Callable[[str], None] | None = None,
 ) -> int:
     """Attempt every callback that is due, concurrently; returns how many were attempted.
 
     Concurrently, so that one slow receiver (up to ``policy.timeout``) does not hold back the
-    callbacks due behind it. ``run_sync`` runs a blocking store call off the event loop.
+    callbacks due behind it. ``run_sync`` runs a blocking store call off the event loop;
+    ``on_attempt`` (metrics) hears the state each recorded attempt left.
     """
     due = await run_sync(store.due_callbacks, time.time())
 
@@ -189,6 +195,11 @@ async def run_due(
         record, state, delay = await deliver(row, policy, client)
         next_at = time.time() + delay if delay is not None else None
         await run_sync(lambda: store.record_attempt(task_id, record, state=state, next_at=next_at))
+        if on_attempt is not None:
+            try:
+                on_attempt(state)
+            except Exception:  # a metrics hook must not turn a recorded attempt into an error
+                log.exception("callback attempt hook failed")
         log.info(
             "callback attempt",
             extra={"task_id": task_id, "url": redact_url(row.callback_url or ""), "state": state,

@@ -19,7 +19,7 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -30,11 +30,18 @@ from ocrserve.errors import StoreError
 from ocrserve.fetch import server_client
 from ocrserve.jobs.delivery import CallbackPolicy, run_due
 from ocrserve.jobs.runner import RunnerConfig, execute
-from ocrserve.jobs.store import TaskStore
+from ocrserve.jobs.store import TaskRow, TaskStore
 from ocrserve.jobs.supervisor import BURST_POLL_S, OnRestart, supervise
 from ocrserve.types import OCROptions, Page, PageResult
 
 log = logging.getLogger(__name__)
+
+#: Hooks the embedded workers report through (metrics; the jobs package does not import api/):
+#: a loop did its work (its name), a task was claimed (the row, as claimed), a callback
+#: attempt ended (the callback state it left).
+OnHeartbeat = Callable[[str], None]
+OnClaim = Callable[[TaskRow], None]
+OnCallback = Callable[[str], None]
 
 
 class DatabaseLock:
@@ -104,6 +111,9 @@ class EmbeddedWorkers:
         request_timeout: float = 3600.0,
         poll: float = 0.5,
         on_restart: OnRestart | None = None,
+        on_heartbeat: OnHeartbeat | None = None,
+        on_claim: OnClaim | None = None,
+        on_callback: OnCallback | None = None,
     ) -> None:
         self.store = store
         self.batcher = batcher
@@ -114,12 +124,29 @@ class EmbeddedWorkers:
         self.request_timeout = request_timeout
         self.poll = poll
         self.on_restart = on_restart
+        self.on_heartbeat = on_heartbeat
+        self.on_claim = on_claim
+        self.on_callback = on_callback
         self.name = f"embedded-{os.getpid()}"
         self.paused = False
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         # One client for fetches and callbacks: private targets only if both may reach them.
         self._http = server_client(allow_private=config.allow_private and policy.allow_private)
+
+    @property
+    def loops(self) -> list[str]:
+        """The names of the loops :meth:`start` runs (as ``on_restart`` and ``on_heartbeat``
+        name them), plus ``heartbeat``, a task run's lease renewal."""
+        return [*(f"worker-{n}" for n in range(self.workers)), "dispatcher", "janitor", "heartbeat"]
+
+    def _beat(self, loop: str) -> None:
+        if self.on_heartbeat is None:
+            return
+        try:
+            self.on_heartbeat(loop)
+        except Exception:  # a metrics hook must not be what stops a loop
+            log.exception("loop heartbeat hook failed")
 
     async def start(self) -> None:
         """Recover what a dead process left, then start the loops. The caller holds the
@@ -131,7 +158,7 @@ class EmbeddedWorkers:
         if resent:
             log.warning("%d callbacks a previous process was sending are due again", resent)
         loops = [
-            supervise(f"worker-{n}", self._work_step(f"{self.name}-{n}"),
+            supervise(f"worker-{n}", self._work_step(f"{self.name}-{n}", f"worker-{n}"),
                       on_restart=self.on_restart, wake=self._wake)
             for n in range(self.workers)
         ]  # fmt: skip
@@ -172,10 +199,11 @@ class EmbeddedWorkers:
         """Burst mode: run every task that is queued (waiting out retry delays), send every
         callback (waiting out its schedule), then return. For tests and one-off runs; the
         loops of :meth:`start` must not be running."""
-        run_one = self._work_step(f"{self.name}-burst")
+        run_one = self._work_step(f"{self.name}-burst", "worker-burst")
         while True:
             ran = await run_one() == 0
-            sent = await run_due(self.store, self.policy, self._http, run_sync=run_in_threadpool)
+            sent = await run_due(self.store, self.policy, self._http, run_sync=run_in_threadpool,
+                                 on_attempt=self.on_callback)  # fmt: skip
             await run_in_threadpool(self.store.reap, self.config.max_runs)
             if ran or sent:
                 continue
@@ -186,11 +214,13 @@ class EmbeddedWorkers:
     async def _recognise(self, pages: Sequence[Page], options: OCROptions) -> list[PageResult]:
         return await self.batcher.run(pages, options, timeout=self.request_timeout)
 
-    def _work_step(self, worker: str) -> _WorkStep:
-        return _WorkStep(self, worker)
+    def _work_step(self, worker: str, loop: str) -> _WorkStep:
+        return _WorkStep(self, worker, loop)
 
     async def _dispatch_step(self) -> float:
-        sent = await run_due(self.store, self.policy, self._http, run_sync=run_in_threadpool)
+        sent = await run_due(self.store, self.policy, self._http, run_sync=run_in_threadpool,
+                             on_attempt=self.on_callback)  # fmt: skip
+        self._beat("dispatcher")
         return 0.0 if sent else 0.1
 
     async def _janitor_step(self) -> float:
@@ -201,6 +231,7 @@ class EmbeddedWorkers:
         if purged:
             log.info("purged %d finished tasks past retention", purged)
             await run_in_threadpool(self.store.compact)  # the files shrink, not only the rows
+        self._beat("janitor")
         return min(60.0, max(self.retention / 4, 0.5))
 
 
@@ -208,9 +239,10 @@ class _WorkStep:
     """One worker's step: claim the oldest claimable task and run it. Returns 0 after a run
     (more may be waiting), else the poll interval."""
 
-    def __init__(self, workers: EmbeddedWorkers, worker: str) -> None:
+    def __init__(self, workers: EmbeddedWorkers, worker: str, loop: str) -> None:
         self.w = workers
         self.worker = worker
+        self.loop = loop
 
     async def __call__(self) -> float:
         w = self.w
@@ -219,8 +251,16 @@ class _WorkStep:
         row = await run_in_threadpool(
             w.store.claim_next, self.worker, w.config.lease, w.config.max_runs
         )
+        # After the claim, not before: a loop whose claims fail (the database is down) is
+        # not taking tasks, and its heartbeat must say so.
+        w._beat(self.loop)
         if row is None:
             return w.poll
+        if w.on_claim is not None:
+            try:
+                w.on_claim(row)
+            except Exception:  # a metrics hook must not be what fails a claimed task
+                log.exception("task claim hook failed")
         await execute(
             row,
             store=w.store,
@@ -230,6 +270,7 @@ class _WorkStep:
             http=w._http,
             run_sync=run_in_threadpool,
             on_restart=w.on_restart,
+            on_heartbeat=lambda: w._beat("heartbeat"),
         )
         w.notify()  # more may be waiting behind it
         return 0.0

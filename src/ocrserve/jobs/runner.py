@@ -120,12 +120,14 @@ async def execute(
     http: httpx.AsyncClient,
     run_sync: RunSync,
     on_restart: OnRestart | None = None,
+    on_heartbeat: Callable[[], None] | None = None,
 ) -> str:
     """Run a task this worker has claimed; returns its status afterwards (``queued`` when a
-    run that raised was given back for a retry, ``lost`` when another worker took it over)."""
+    run that raised was given back for a retry, ``lost`` when another worker took it over).
+    ``on_heartbeat`` (metrics) hears each lease renewal."""
     progress = _Progress(store, row.id, worker, config.lease, run_sync)
     work = asyncio.create_task(_work(row, config, recognise, http, progress))
-    beat = asyncio.create_task(_heartbeat(progress, config.lease, on_restart))
+    beat = asyncio.create_task(_heartbeat(progress, config.lease, on_restart, on_heartbeat))
     lost = asyncio.create_task(progress.lost.wait())
     try:
         await asyncio.wait({work, lost}, return_when=asyncio.FIRST_COMPLETED)
@@ -280,7 +282,12 @@ async def _fetch(row: TaskRow, config: RunnerConfig, http: httpx.AsyncClient) ->
     raise AssertionError("unreachable")
 
 
-async def _heartbeat(progress: _Progress, lease: float, on_restart: OnRestart | None) -> None:
+async def _heartbeat(
+    progress: _Progress,
+    lease: float,
+    on_restart: OnRestart | None,
+    on_heartbeat: Callable[[], None] | None = None,
+) -> None:
     """Extend the lease every third of it until cancelled or the lease is found lost. A
     failed write is retried sooner, and the run goes on: losing the lease is what stops it."""
     interval = max(lease / 3, 0.2)
@@ -289,6 +296,8 @@ async def _heartbeat(progress: _Progress, lease: float, on_restart: OnRestart | 
         try:
             await progress.beat()
             interval = max(lease / 3, 0.2)
+            if on_heartbeat is not None:
+                on_heartbeat()
         except Exception:
             log.exception("task %s: heartbeat failed; trying again", progress.task_id)
             if on_restart is not None:

@@ -48,11 +48,14 @@ def free_port() -> int:
         return port
 
 
-def start_serve(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    """Start a real `ocrserve serve` on loopback; return once its /ready answers 200."""
+def start_serve(
+    env: dict[str, str], port: int, log: Path, *, wrapper: tuple[str, ...] = ()
+) -> subprocess.Popen[bytes]:
+    """Start a real `ocrserve serve` on loopback (under ``wrapper``, a command prefix); return
+    once its /ready answers 200."""
     with log.open("ab") as out:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(
-            [sys.executable, "-m", "ocrserve", "serve", "--port", str(port)],
+            [*wrapper, sys.executable, "-m", "ocrserve", "serve", "--port", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,

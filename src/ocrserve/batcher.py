@@ -136,6 +136,8 @@ class Batcher:
         self._cond = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._stopping = False
+        #: Lanes still inside an engine call when :meth:`stop` gave up waiting for them.
+        self.stuck_lanes = 0
         #: Seconds one page has recently taken, for Retry-After when the queue is full.
         self._page_seconds = 0.5
 
@@ -166,6 +168,7 @@ class Batcher:
         end = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(end - time.monotonic(), 0.0))
+        self.stuck_lanes = sum(t.is_alive() for t in self._threads)
         self._threads.clear()
 
     def submit(

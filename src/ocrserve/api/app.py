@@ -17,18 +17,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from ocrserve import __version__
 from ocrserve.api import errors as api_errors
+from ocrserve.api import openapi
 from ocrserve.api.callbacks import declare_callbacks
 from ocrserve.api.drain import RETRY_AFTER_S, Drain
 from ocrserve.api.metrics import Metrics
+from ocrserve.api.openapi import BATCH_BODY, GUARDED, OCR_BODY, error_responses
 from ocrserve.api.parsing import ParsedRequest, Refused, Route, Upload, checked, parse
-from ocrserve.api.schemas import BatchError, BatchItem, ErrorOut, Health, OCRJSONRequest, OCRResult
+from ocrserve.api.schemas import BatchError, BatchItem, Health, OCRResult, Ready
 from ocrserve.api.security import (
     AdminCheck,
     ForwardedClient,
@@ -116,8 +118,8 @@ def create_app(
         version=__version__,
         description="Self-hosted OCR: PP-OCR models on ONNX Runtime.",
         lifespan=lifespan,
-        responses={413: {"model": ErrorOut}, 415: {"model": ErrorOut}, 422: {"model": ErrorOut}},
     )
+    openapi.install(app)
     app.state.drain = drain
     api_errors.install(app)
     declare_callbacks(app.webhooks)
@@ -224,60 +226,14 @@ def _build_service(settings: Settings, engine: Engine | None) -> Service:
     )
 
 
-_OCR_BODY: dict[str, Any] = {
-    "requestBody": {
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "image": {"type": "string", "format": "binary"},
-                        "lang": {"type": "string"},
-                        "precision": {"type": "string", "enum": ["fp32", "int8"]},
-                        "cls": {"type": "boolean"},
-                        "max_pages": {"type": "integer"},
-                    },
-                    "required": ["image"],
-                }
-            },
-            "application/json": {"schema": OCRJSONRequest.model_json_schema()},
-        },
-        "required": True,
-    }
-}
-
-_BATCH_BODY: dict[str, Any] = {
-    "requestBody": {
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "images": {
-                            "type": "array",
-                            "items": {"type": "string", "format": "binary"},
-                        },
-                        "lang": {"type": "string"},
-                        "precision": {"type": "string"},
-                        "cls": {"type": "boolean"},
-                        "max_pages": {"type": "integer"},
-                    },
-                    "required": ["images"],
-                }
-            }
-        },
-        "required": True,
-    }
-}
-
-
 def _router() -> APIRouter:
     router = APIRouter()
 
     @router.post(
         "/ocr",
         response_model=OCRResult,
-        openapi_extra=_OCR_BODY,
+        openapi_extra=OCR_BODY,
+        responses=error_responses(*GUARDED, 415, 422, 504),
         summary="Recognise one image or document",
     )
     async def ocr(request: Request, caller: Authorized) -> Response:
@@ -303,7 +259,8 @@ def _router() -> APIRouter:
     @router.post(
         "/ocr/batch",
         response_model=list[BatchItem | BatchError],
-        openapi_extra=_BATCH_BODY,
+        openapi_extra=BATCH_BODY,
+        responses=error_responses(*GUARDED, 415, 422, 504),
         summary="Recognise many files; one bad file never fails the others",
     )
     async def ocr_batch(request: Request, caller: Authorized) -> Response:
@@ -356,7 +313,13 @@ def _router() -> APIRouter:
             await asyncio.gather(*(_cache_set(service, key, result) for key, result in done))
         return JSONResponse(answers)
 
-    @router.get("/health", response_model=Health, summary="Alive: the process answers")
+    # The probes are answered while draining (no 503 then): only the body limit stops them.
+    @router.get(
+        "/health",
+        response_model=Health,
+        responses=error_responses(413),
+        summary="Alive: the process answers",
+    )
     async def health(request: Request) -> Health:
         service = service_of(request)
         return Health(
@@ -366,7 +329,12 @@ def _router() -> APIRouter:
             providers=list(service.engine.providers),
         )
 
-    @router.get("/ready", summary="Ready: models loaded and warmed, lanes running")
+    @router.get(
+        "/ready",
+        response_model=Ready,
+        responses={**error_responses(413), 503: {"model": Ready, "description": "Not ready"}},
+        summary="Ready: models loaded and warmed, lanes running",
+    )
     async def ready(request: Request) -> JSONResponse:
         """Ready means "can serve": only what stops ``/ocr`` fails it. The result cache is
         optional (a cache outage is misses, not errors), so its state is reported in
@@ -385,7 +353,15 @@ def _router() -> APIRouter:
             status_code=200 if ok else 503,
         )  # fmt: skip
 
-    @router.get("/metrics", summary="Prometheus metrics")
+    @router.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        responses={
+            **error_responses(413),
+            200: {"description": "The Prometheus text exposition format"},
+        },
+        summary="Prometheus metrics",
+    )
     async def metrics(request: Request) -> Response:
         registry = service_of(request).metrics.registry
         # Off the event loop: the task gauges query the database at each scrape.

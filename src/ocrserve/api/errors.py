@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -59,6 +60,19 @@ def error_response(exc: e.OCRServeError) -> JSONResponse:
     return JSONResponse(error_body(exc), status_code=status_of(exc), headers=headers)
 
 
+def _allowed(request: Request, served: str) -> str:
+    """A 405's ``Allow``: every method the OpenAPI document has for the path. (Starlette names
+    only the first matching route's; a path served by two, as ``GET`` and ``DELETE`` on
+    ``/task/{task_id}``, lost one.)"""
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        parts = re.split(r"(\{[^}/]+\})", template)
+        pattern = "".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts)
+        if re.fullmatch(pattern, request.url.path):
+            methods.update(m.upper() for m in operations)
+    return ", ".join(sorted(methods)) if methods else served
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(e.OCRServeError)
     async def ocrserve_error(_: Request, exc: e.OCRServeError) -> JSONResponse:
@@ -74,12 +88,15 @@ def install(app: FastAPI) -> None:
         return JSONResponse({"error": {"code": "invalid_request", "message": message}}, 422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed(request, headers.get("Allow", ""))
         return JSONResponse(
             {"error": {"code": code, "message": str(exc.detail)}},
             status_code=exc.status_code,
-            headers=exc.headers,
+            headers=headers,
         )
 
     @app.exception_handler(Exception)

@@ -9,16 +9,22 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
-from ocrserve.schemas import ErrorDetail, OCRResult
+from ocrserve.schemas import ErrorDetail, OCRResult, TaskResult
 
 __all__ = [
     "BatchError",
     "BatchItem",
+    "DeadLetter",
     "ErrorDetail",
     "ErrorOut",
     "Health",
     "OCRJSONRequest",
     "OCRResult",
+    "Ready",
+    "Replayed",
+    "TaskJSONRequest",
+    "TaskSubmitted",
+    "TaskView",
 ]
 
 
@@ -66,3 +72,63 @@ class Health(BaseModel):
     version: str
     model: str
     providers: list[str]
+
+
+class Ready(BaseModel):
+    """``GET /ready``: 200 when it can serve, else 503 with the same body."""
+
+    ready: bool
+    checks: dict[str, bool]
+    optional: dict[str, bool] = Field(description="Optional dependencies (the Redis cache).")
+    queued_pages: int
+
+
+class TaskSubmitted(BaseModel):
+    """``POST /ocr/async``'s 202: poll ``status_url`` (also in ``Location``)."""
+
+    task_id: str
+    status: str
+    status_url: str
+
+
+class TaskProgress(BaseModel):
+    pages_done: int | None
+    pages_total: int | None
+
+
+class TaskCallback(BaseModel):
+    url: str
+    state: str
+    attempts: list[dict[str, Any]]
+    last_error: str | None
+
+
+class TaskView(BaseModel):
+    """``GET /task/{task_id}``: a task's state, and its result or error once finished."""
+
+    task_id: str
+    status: str
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    progress: TaskProgress
+    result: TaskResult | None
+    error: ErrorDetail | None
+    metadata: dict[str, Any] | None
+    callback: TaskCallback | None
+    status_url: str
+
+
+class DeadLetter(BaseModel):
+    task_id: str
+    tenant: str | None
+    status: str
+    callback_url: str | None
+    attempts: int | None
+    last_error: str | None
+    log: list[dict[str, Any]]
+
+
+class Replayed(BaseModel):
+    task_id: str
+    callback: str

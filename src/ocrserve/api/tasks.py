@@ -16,7 +16,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from ocrserve.api.openapi import GUARDED, TASK_BODY, error_responses
 from ocrserve.api.parsing import Route, parse
+from ocrserve.api.schemas import DeadLetter, Replayed, TaskSubmitted, TaskView
 from ocrserve.api.service import (
     AdminGuarded,
     Authorized,
@@ -97,10 +99,38 @@ def _backend(service: Service) -> TaskBackend:
     return backend
 
 
+_IDEMPOTENCY_PARAM = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "The same key and request again: the same task (409 for another request).",
+}
+_SUBMITTED_HEADERS = {
+    "Location": {"schema": {"type": "string"}, "required": True, "description": "status_url"},
+    "Idempotent-Replayed": {
+        "schema": {"type": "string", "enum": ["true"]},
+        "description": "The key's task, submitted before: nothing new was queued.",
+    },
+}
+_POLL_HEADER = {"schema": {"type": "integer"}, "description": "Until the task is finished."}
+
+
 def task_router() -> APIRouter:
     router = APIRouter()
 
-    @router.post("/ocr/async", status_code=202, summary="Submit a document; 202 with a task id")
+    @router.post(
+        "/ocr/async",
+        status_code=202,
+        response_model=TaskSubmitted,
+        openapi_extra={**TASK_BODY, "parameters": [_IDEMPOTENCY_PARAM]},
+        # 422 also when this server runs no tasks
+        responses={
+            202: {"headers": _SUBMITTED_HEADERS},
+            **error_responses(*GUARDED, 409, 415, 422),
+        },
+        summary="Submit a document; 202 with a task id",
+    )
     async def submit(request: Request, caller: Authorized) -> Response:
         service = caller.service
         backend = _backend(service)
@@ -158,20 +188,49 @@ def task_router() -> APIRouter:
 
     for path in ("/task/{task_id}", "/tasks/{task_id}"):
         name = "get_task" if path == "/task/{task_id}" else None
-        router.add_api_route(path, get_task, methods=["GET"], name=name, summary="Task status")
         router.add_api_route(
-            path, delete_task, methods=["DELETE"], summary="Cancel a queued task, purge a done one"
+            path,
+            get_task,
+            methods=["GET"],
+            name=name,
+            response_model=TaskView,
+            responses={
+                200: {"headers": {"Retry-After": _POLL_HEADER}},
+                **error_responses(*GUARDED, 404, 422),
+            },
+            summary="Task status",
+        )
+        router.add_api_route(
+            path,
+            delete_task,
+            methods=["DELETE"],
+            response_model=TaskView,
+            responses={
+                200: {"description": "Cancelled: the queued task, now cancelled"},
+                204: {"description": "Purged: the finished task is gone"},
+                **error_responses(*GUARDED, 404, 409, 422),
+            },
+            summary="Cancel a queued task, purge a done one",
         )
 
     # The admin's (OCRSERVE_ADMIN_KEY): every tenant's dead letters. The store is asked for
     # all tenants (no tenant argument); client keys never get here.
-    @router.get("/admin/dead-letters", summary="Callbacks that could not be delivered (admin)")
+    @router.get(
+        "/admin/dead-letters",
+        response_model=list[DeadLetter],
+        responses=error_responses(*GUARDED, 404, 422),
+        summary="Callbacks that could not be delivered (admin)",
+    )
     async def dead_letters(service: AdminGuarded) -> JSONResponse:
         rows = await run_in_threadpool(_backend(service).store.dead_letters)
         return JSONResponse([_dead_letter(r) for r in rows])
 
     @router.post(
-        "/admin/dead-letters/{task_id}/replay", summary="Send a dead callback again (admin)"
+        "/admin/dead-letters/{task_id}/replay",
+        status_code=202,
+        response_model=Replayed,
+        responses=error_responses(*GUARDED, 404, 422),
+        summary="Send a dead callback again (admin)",
     )
     async def replay(task_id: str, service: AdminGuarded) -> JSONResponse:
         backend = _backend(service)

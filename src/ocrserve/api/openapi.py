@@ -68,10 +68,33 @@ _SOURCES = {
 }
 
 
-def _body(content: dict[str, Any]) -> dict[str, Any]:
-    """An ``openapi_extra``: the routes read their bodies themselves (one parser, api.parsing),
-    so FastAPI cannot see them; this declares them. Options may also come in the query."""
-    return {"requestBody": {"content": content, "required": True}}
+#: The options, also read from the query string when the body does not carry them.
+_QUERY_OPTIONS = [
+    {"name": name, "in": "query", "required": False, "schema": schema}
+    for name, schema in (
+        ("lang", {"type": "string"}),
+        ("precision", {"type": "string", "enum": ["fp32", "int8"]}),
+        ("cls", {"type": "boolean"}),
+        ("max_pages", {"type": "integer", "minimum": 1}),
+    )
+]
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "The same key and request again: the same task (409 for another request).",
+}
+
+
+def _body(content: dict[str, Any], *parameters: dict[str, Any]) -> dict[str, Any]:
+    """An ``openapi_extra``: the routes read their requests themselves (one parser,
+    api.parsing), so FastAPI cannot see them; this declares the body, and the options in the
+    query string."""
+    return {
+        "requestBody": {"content": content, "required": True},
+        "parameters": [*_QUERY_OPTIONS, *parameters],
+    }
 
 
 #: ``POST /ocr``: one document as a file part, or JSON with ``image_base64`` or ``image_url``.
@@ -96,7 +119,8 @@ TASK_BODY = _body(
             callback_url={"type": "string", "description": "HTTPS"},
         ),
         "application/json": {"schema": TaskJSONRequest.model_json_schema()},
-    }
+    },
+    _IDEMPOTENCY_KEY,
 )
 
 

@@ -26,6 +26,7 @@ from ocrserve.api.service import (
 )
 from ocrserve.errors import (
     InputError,
+    NotImplementedInProfileError,
     OCRServeError,
 )
 from ocrserve.fetch import check_url
@@ -93,19 +94,19 @@ def task_view(row: TaskRow, request: Request) -> dict[str, Any]:
 
 
 def _backend(service: Service) -> TaskBackend:
+    if service.settings.serverless:  # the one place every async route passes through
+        raise NotImplementedInProfileError(
+            "async tasks are not served under OCRSERVE_PROFILE=serverless (no task store, no "
+            "workers): send /ocr or /ocr/batch, or run the distributed mode (ocrserve serve "
+            "with OCRSERVE_BROKER_URL and ocrserve worker) for /ocr/async",
+            profile=service.settings.profile,
+        )
     backend = service.tasks
     if not isinstance(backend, TaskBackend):
         raise InputError("async tasks are not enabled on this server")
     return backend
 
 
-_IDEMPOTENCY_PARAM = {
-    "name": "Idempotency-Key",
-    "in": "header",
-    "required": False,
-    "schema": {"type": "string"},
-    "description": "The same key and request again: the same task (409 for another request).",
-}
 _SUBMITTED_HEADERS = {
     "Location": {"schema": {"type": "string"}, "required": True, "description": "status_url"},
     "Idempotent-Replayed": {
@@ -123,7 +124,7 @@ def task_router() -> APIRouter:
         "/ocr/async",
         status_code=202,
         response_model=TaskSubmitted,
-        openapi_extra={**TASK_BODY, "parameters": [_IDEMPOTENCY_PARAM]},
+        openapi_extra=TASK_BODY,
         # 422 also when this server runs no tasks
         responses={
             202: {"headers": _SUBMITTED_HEADERS},

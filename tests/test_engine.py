@@ -167,7 +167,7 @@ def test_the_engine_reads_each_page_under_its_budget_and_lets_go(engine: Engine)
     with pytest.raises(CorruptFileError):
         engine.run(pages)
     assert engine.pixels_in_flight.held == 0
-    assert engine.pixels_in_flight.limit == 120_000_000
+    assert engine.pixels_in_flight.limit == 60_000_000
 
 
 def test_languages(engine: Engine) -> None:

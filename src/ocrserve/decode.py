@@ -567,10 +567,13 @@ def _render_page(
 ) -> npt.NDArray[np.uint8]:
     page = pdf[index]
     try:
-        # Default format: 3-byte BGR on an opaque white fill, which is exactly a Page.
-        bitmap = page.render(scale=scale)
+        # Default format: 3-byte BGR on an opaque white fill, which is exactly a Page. The
+        # bitmap is drawn into a packed buffer Python allocates (new_native), which PDFium
+        # never frees: the array is a view of it that outlives the bitmap, not a second copy
+        # of the page (120 MB at the pixel limit).
+        bitmap = page.render(scale=scale, bitmap_maker=pdfium.PdfBitmap.new_native)
         try:
-            image: npt.NDArray[np.uint8] = np.array(bitmap.to_numpy(), dtype=np.uint8)
+            image: npt.NDArray[np.uint8] = np.asarray(bitmap.to_numpy(), dtype=np.uint8)
         finally:
             bitmap.close()
     finally:

@@ -52,7 +52,7 @@ class PixelBudget:
     A page waits until its pixels fit under ``limit`` beside the pages already held; a page
     larger than the whole budget is let in alone, rather than never.
 
-    >>> budget = PixelBudget(120_000_000)
+    >>> budget = PixelBudget(60_000_000)
     >>> with budget.hold(page.pixels):   # doctest: +SKIP
     ...     image = page.image
     """
@@ -101,7 +101,7 @@ class Engine:
         precision: Precision = "fp32",
         defaults: OCROptions = OCROptions(),
         cache_dir: Path | None = None,
-        max_pixels_in_flight: int = 120_000_000,
+        max_pixels_in_flight: int = 60_000_000,
     ) -> None:
         self.models = models
         self.runtime = runtime

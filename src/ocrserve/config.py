@@ -74,6 +74,18 @@ def _default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "ocrserve"
 
 
+#: ``OCRSERVE_PROFILE=serverless``: what changes when nothing is set otherwise. A function
+#: instance (AWS Lambda, Alibaba Function Compute) is frozen between requests and may be gone
+#: at any time, so it runs no task store and no background workers (the async routes answer
+#: 501); only /tmp is writable there; and each request must finish inside the function's
+#: timeout (30 s): at ~1 page/s on 1 vCPU at 200 dpi, 5 pages and a 25 s deadline fit.
+SERVERLESS_DEFAULTS: dict[str, object] = {
+    "data_dir": Path("/tmp/ocrserve"),  # the one writable place in a function
+    "max_pages": 5,
+    "request_timeout_s": 25.0,
+}
+
+
 def _create_secret_file(path: Path) -> None:
     """Write a new secret to ``path`` unless it exists, in one step: a process starting at the
     same time (a server and a worker) never reads a half-written, empty file."""
@@ -144,6 +156,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="OCRSERVE_", extra="ignore", frozen=True, hide_input_in_errors=True
     )
+
+    #: ``server`` (a long-running process: async tasks, workers, a task store) or
+    #: ``serverless`` (one function instance per request stream: ``/ocr`` and ``/ocr/batch``
+    #: only, a data folder under /tmp, a page cap and deadline that fit a 30 s function
+    #: timeout: :data:`SERVERLESS_DEFAULTS`, each still settable).
+    profile: Literal["server", "serverless"] = "server"
 
     # Models and runtime
     model_dir: Path | None = Field(
@@ -254,6 +272,18 @@ class Settings(BaseSettings):
     #: Waits before the 2nd, 3rd... run of a task whose run raised (the last one repeats).
     task_retry_delays: tuple[float, ...] = (5.0, 30.0)
     task_queue: str = Field(default="ocrserve", description="The Celery queue's name.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profile_defaults(cls, data: object) -> object:
+        # Before validation: a value given by keyword or environment wins over the profile's.
+        if isinstance(data, dict) and data.get("profile") == "serverless":
+            return {**SERVERLESS_DEFAULTS, **data}
+        return data
+
+    @property
+    def serverless(self) -> bool:
+        return self.profile == "serverless"
 
     def task_database_url(self) -> str:
         if self.database_url:

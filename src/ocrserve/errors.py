@@ -38,7 +38,8 @@ that the HTTP layer maps to a status in one place::
         ├── DeadlineExceededError      deadline_exceeded    .timeout
         ├── StorageUnavailableError    storage_unavailable  .retry_after (disk full, read-only)
         ├── RateLimitedError           rate_limited         .retry_after
-        └── AuthError                  unauthorized
+        ├── AuthError                  unauthorized
+        └── NotImplementedInProfileError  not_implemented  .profile (async routes, serverless)
 """
 
 from __future__ import annotations
@@ -383,3 +384,14 @@ class RateLimitedError(ServiceError):
 
 class AuthError(ServiceError):
     code = "unauthorized"
+
+
+class NotImplementedInProfileError(ServiceError):
+    """This deployment's profile does not serve the route: the async task routes under
+    ``OCRSERVE_PROFILE=serverless``, which keeps no task store and runs no workers."""
+
+    code = "not_implemented"
+
+    def __init__(self, message: str, *, profile: str) -> None:
+        super().__init__(message)
+        self.profile = profile

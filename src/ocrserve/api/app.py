@@ -86,7 +86,8 @@ def create_app(
         service = await run_in_threadpool(_build_service, settings, engine)
         app.state.service = service
         service.batcher.start()
-        service.tasks = await _start_tasks(service)
+        if not settings.serverless:  # a function instance keeps no tasks: see api.tasks
+            service.tasks = await _start_tasks(service)
         if isinstance(service.tasks, TaskBackend) and service.tasks.workers is not None:
             drain.on_begin(service.tasks.workers.pause)
         await run_in_threadpool(service.engine.warmup)

@@ -33,6 +33,7 @@ STATUS: tuple[tuple[type[e.OCRServeError], int], ...] = (
     (e.DeadlineExceededError, 504),
     (e.RateLimitedError, 429),
     (e.AuthError, 401),
+    (e.NotImplementedInProfileError, 501),
     (e.ModelError, 500),
     (e.EngineError, 500),
 )

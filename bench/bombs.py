@@ -287,7 +287,8 @@ def outcome(r: dict[str, Any]) -> str:
         return f"202, task {r['task']}{code}"
     if r.get("code"):
         return f"{r['status']} `{r['code']}`"
-    return f"{r['status']}, {r.get('pages')} pages read"
+    pages = r.get("pages")
+    return f"{r['status']}, {pages} page{'s' * (pages != 1)} read"
 
 
 def render(results: list[dict[str, Any]], machine: dict[str, Any], run_line: str) -> str:

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from ocrserve._version import __version__
 from ocrserve.client.cli import client_app
 from ocrserve.config import Settings
-from ocrserve.decode import DecodeLimits, decode_path
+from ocrserve.decode import decode_path
 from ocrserve.engine import Engine
 from ocrserve.errors import OCRServeError
 from ocrserve.types import Document, PageResult
@@ -202,15 +202,7 @@ def ocr(
 ) -> None:
     """Recognise text in local files; exits 1 if any file failed (the others still run)."""
     settings = _settings(precision=precision, pdf_dpi=dpi, max_pages=max_pages)
-    limits = DecodeLimits(
-        max_bytes=settings.max_file_bytes,
-        max_pixels=settings.max_pixels,
-        max_side=settings.max_side,
-        max_aspect=settings.max_aspect,
-        max_total_pixels=settings.max_request_pixels,
-        max_pages=settings.max_pages,
-        pdf_dpi=settings.pdf_dpi,
-    )
+    limits = settings.decode_limits()
     try:
         engine = Engine.from_settings(settings)
         options = replace(engine.defaults, use_cls=not no_cls and settings.use_cls)

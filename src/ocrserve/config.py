@@ -14,7 +14,7 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -22,6 +22,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from ocrserve.errors import ConfigError
 from ocrserve.types import Precision
 from ocrserve.webhooks import generate_secret, parse_secret
+
+if TYPE_CHECKING:
+    from ocrserve.decode import DecodeLimits
 
 log = logging.getLogger(__name__)
 
@@ -284,6 +287,21 @@ class Settings(BaseSettings):
     @property
     def serverless(self) -> bool:
         return self.profile == "serverless"
+
+    def decode_limits(self, max_pages: int | None = None) -> DecodeLimits:
+        """What one request's decoding may cost, from these settings (``max_pages`` lower than
+        the setting when a request asks for fewer)."""
+        from ocrserve.decode import DecodeLimits  # decoding's libraries only when decoding
+
+        return DecodeLimits(
+            max_bytes=self.max_file_bytes,
+            max_pixels=self.max_pixels,
+            max_side=self.max_side,
+            max_aspect=self.max_aspect,
+            max_total_pixels=self.max_request_pixels,
+            max_pages=self.max_pages if max_pages is None else max_pages,
+            pdf_dpi=self.pdf_dpi,
+        )
 
     def task_database_url(self) -> str:
         if self.database_url:

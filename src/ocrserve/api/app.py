@@ -43,7 +43,7 @@ from ocrserve.api.tasks import TaskBackend, task_router
 from ocrserve.batcher import Batcher
 from ocrserve.cache import MemoryCache, RedisCache, ResultCache, cache_key
 from ocrserve.config import Settings
-from ocrserve.decode import DecodeLimits, decode_bytes
+from ocrserve.decode import decode_bytes
 from ocrserve.engine import Engine
 from ocrserve.engine.session import CPU
 from ocrserve.errors import (
@@ -411,16 +411,7 @@ async def _recognise(
 
 
 async def _decode(service: Service, upload: Upload, max_pages: int) -> Document:
-    s = service.settings
-    limits = DecodeLimits(
-        max_bytes=s.max_file_bytes,
-        max_pixels=s.max_pixels,
-        max_side=s.max_side,
-        max_aspect=s.max_aspect,
-        max_total_pixels=s.max_request_pixels,
-        max_pages=max_pages,
-        pdf_dpi=s.pdf_dpi,
-    )
+    limits = service.settings.decode_limits(max_pages)
     return await run_in_threadpool(decode_bytes, upload.data, limits, filename=upload.filename)
 
 

@@ -35,7 +35,6 @@ from celery import Celery, Task
 from celery.signals import worker_ready, worker_shutdown
 
 from ocrserve.config import Settings
-from ocrserve.decode import DecodeLimits
 from ocrserve.engine import Engine
 from ocrserve.fetch import server_client
 from ocrserve.jobs.delivery import CallbackPolicy, run_due
@@ -125,15 +124,7 @@ def runtime(settings: Settings) -> _Runtime:
 
 def runner_config(settings: Settings, engine: Engine, *, pages_in_flight: int = 4) -> RunnerConfig:
     return RunnerConfig(
-        limits=DecodeLimits(
-            max_bytes=settings.max_file_bytes,
-            max_pixels=settings.max_pixels,
-            max_side=settings.max_side,
-            max_aspect=settings.max_aspect,
-            max_total_pixels=settings.max_request_pixels,
-            max_pages=settings.max_pages,
-            pdf_dpi=settings.pdf_dpi,
-        ),
+        limits=settings.decode_limits(),
         model=engine.model_version,
         defaults=engine.defaults,
         lease=settings.task_lease_s,

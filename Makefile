@@ -15,7 +15,7 @@ BASE    ?= localhost/debian:bookworm
 $(STAMP): pyproject.toml src/ocrserve/_version.py
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev,serverless]"
+	$(BIN)/pip install --quiet -e ".[dev,serverless,distributed]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -28,7 +28,8 @@ from sqlalchemy import update
 from ocrserve import ConfigError, Settings, schemas, webhooks
 from ocrserve.jobs import delivery
 from ocrserve.jobs.delivery import CallbackPolicy, payload, run_due
-from ocrserve.jobs.store import DEAD, DELIVERED, PENDING, NewTask, TaskRow, TaskStore
+from ocrserve.jobs.store import TaskRow, TaskStore
+from ocrserve.jobs.task import DEAD, DELIVERED, PENDING, NewTask
 from ocrserve.schemas import TaskEvent, TaskResult
 from ocrserve.webhooks import WebhookVerificationError, generate_secret, headers_for, sign, verify
 

@@ -22,19 +22,8 @@ from sqlalchemy.exc import OperationalError
 
 from ocrserve import StoreError
 from ocrserve.jobs import schema
-from ocrserve.jobs.store import (
-    DEAD,
-    FAILED,
-    PENDING,
-    SUCCEEDED,
-    TABLE,
-    Base,
-    IdempotencyConflict,
-    NewTask,
-    TaskRow,
-    TaskStore,
-    make_engine,
-)
+from ocrserve.jobs.store import TABLE, Base, TaskRow, TaskStore, make_engine
+from ocrserve.jobs.task import DEAD, FAILED, PENDING, SUCCEEDED, IdempotencyConflict, NewTask
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 OCRSERVE = [sys.executable, "-m", "ocrserve"]

@@ -29,7 +29,8 @@ from ocrserve.errors import StorageUnavailableError
 from ocrserve.jobs.delivery import CallbackPolicy
 from ocrserve.jobs.embedded import EmbeddedWorkers
 from ocrserve.jobs.runner import RunnerConfig
-from ocrserve.jobs.store import DEAD, NewTask, TaskRow, TaskStore
+from ocrserve.jobs.store import TaskRow, TaskStore
+from ocrserve.jobs.task import DEAD, NewTask
 
 from .conftest import FIXTURES, SECRET, Receiver, client_for
 from .test_task_lifecycle import (  # any_store: a fixture, SQLite then PostgreSQL

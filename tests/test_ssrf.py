@@ -37,7 +37,8 @@ from ocrserve.errors import URLFetchError, URLNotAllowedError
 from ocrserve.fetch import fetch_url, is_public_address, server_client
 from ocrserve.jobs import celery_app
 from ocrserve.jobs.delivery import CallbackPolicy, deliver
-from ocrserve.jobs.store import DEAD, DELIVERED, TaskRow
+from ocrserve.jobs.store import TaskRow
+from ocrserve.jobs.task import DEAD, DELIVERED
 from ocrserve.logs import JSONFormatter, configure
 
 from .conftest import FIXTURES, SECRET, Receiver, client_for, free_port, start_serve

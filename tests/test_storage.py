@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from ocrserve import Engine, Settings
-from ocrserve.jobs.runner import encode_options
-from ocrserve.jobs.store import NewTask, TaskStore
+from ocrserve.jobs.store import TaskStore
+from ocrserve.jobs.task import NewTask, encode_options
 from ocrserve.types import OCROptions, result_dict
 
 from .conftest import FIXTURES, SECRET, client_for

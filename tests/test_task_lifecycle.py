@@ -27,9 +27,11 @@ from ocrserve.batcher import Batcher
 from ocrserve.decode import DecodeLimits
 from ocrserve.errors import StoreError
 from ocrserve.jobs.delivery import CallbackPolicy
-from ocrserve.jobs.embedded import DatabaseLock, EmbeddedWorkers
-from ocrserve.jobs.runner import RunnerConfig, encode_options, execute
-from ocrserve.jobs.store import FAILED, RUNNING, NewTask, TaskRow, TaskStore
+from ocrserve.jobs.embedded import EmbeddedWorkers
+from ocrserve.jobs.lock import DatabaseLock
+from ocrserve.jobs.runner import RunnerConfig, execute
+from ocrserve.jobs.store import TaskRow, TaskStore
+from ocrserve.jobs.task import FAILED, RUNNING, NewTask, encode_options
 from ocrserve.types import OCROptions, Page, PageResult, result_dict
 
 from .conftest import FIXTURES, SECRET, Receiver, client_for

@@ -16,12 +16,12 @@ import hashlib
 import json
 import logging
 from collections import OrderedDict
-from typing import Protocol
-
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from typing import TYPE_CHECKING, Protocol
 
 from ocrserve.types import OCROptions
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +82,21 @@ class RedisCache:
     """
 
     def __init__(self, url: str, *, ttl: int) -> None:
+        # Imported here: redis (the distributed extra) is needed only by a server configured
+        # with OCRSERVE_REDIS_URL, and costs a laptop's cold start ~80 ms otherwise.
+        import redis.asyncio
+        from redis.exceptions import RedisError
+
         self.ttl = ttl
-        self._redis = aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        self._errors: tuple[type[Exception], ...] = (RedisError, OSError)
+        self._redis: aioredis.Redis = redis.asyncio.Redis.from_url(
+            url, socket_timeout=2.0, socket_connect_timeout=2.0
+        )
 
     async def get(self, key: str) -> dict[str, object] | None:
         try:
             raw = await self._redis.get(key)
-        except (RedisError, OSError) as e:
+        except self._errors as e:
             log.warning("result cache read failed: %s", e)
             return None
         if raw is None:
@@ -99,13 +107,13 @@ class RedisCache:
     async def set(self, key: str, value: dict[str, object]) -> None:
         try:
             await self._redis.set(key, json.dumps(value, ensure_ascii=False), ex=self.ttl)
-        except (RedisError, OSError) as e:
+        except self._errors as e:
             log.warning("result cache write failed: %s", e)
 
     async def ping(self) -> bool:
         try:
             return bool(await self._redis.ping())
-        except (RedisError, OSError):
+        except self._errors:
             return False
 
     async def close(self) -> None:

@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from tqdm import tqdm
@@ -22,10 +22,14 @@ from tqdm import tqdm
 from ocrserve._version import __version__
 from ocrserve.client.cli import client_app
 from ocrserve.config import Settings
-from ocrserve.decode import decode_path
-from ocrserve.engine import Engine
 from ocrserve.errors import OCRServeError
-from ocrserve.types import Document, PageResult
+
+if TYPE_CHECKING:
+    from ocrserve.engine import Engine
+    from ocrserve.types import Document, PageResult
+
+# The engine (onnxruntime, OpenCV, pypdfium2) is imported by the commands that run it, not here:
+# `ocrserve --version`, `ocrserve db ...` and `ocrserve client ...` never load it.
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="ocrserve: self-hosted OCR.")
 app.add_typer(client_app, name="client", help="Call an ocrserve server through the SDK.")
@@ -86,12 +90,19 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Default 8000 (OCRSERVE_PORT).")] = None,
 ) -> None:
     """Run the HTTP service (embedded defaults: no other server needed)."""
-    from ocrserve.api.server import serve as run_server
+    from ocrserve.engine import Engine
     from ocrserve.logs import configure
 
     settings = _settings(host=host, port=port)
+    try:
+        settings.check_extras()
+    except OCRServeError as e:
+        raise _fail(e) from e
     configure(settings.log_level, json_lines=settings.log_json)
-    run_server(settings)
+    loading = Engine.preload(settings)  # the models load while the web stack is imported
+    from ocrserve.api.server import serve as run_server
+
+    run_server(settings, preloaded=loading)
 
 
 @app.command()
@@ -102,13 +113,17 @@ def worker(
     ] = False,
 ) -> None:
     """Run a Celery worker for async tasks (needs OCRSERVE_BROKER_URL and _DATABASE_URL)."""
-    from ocrserve.jobs.celery_app import run_burst, run_worker
     from ocrserve.logs import configure
 
     settings = _settings()
     if not settings.broker_url:
         typer.echo("error: set OCRSERVE_BROKER_URL (amqp://... or redis://...)", err=True)
         raise typer.Exit(2)
+    try:
+        settings.check_extras()
+    except OCRServeError as e:
+        raise _fail(e) from e
+    from ocrserve.jobs.celery_app import run_burst, run_worker
     configure(settings.log_level, json_lines=settings.log_json)
     if burst:
         ran = run_burst(settings)
@@ -201,6 +216,9 @@ def ocr(
     ] = None,
 ) -> None:
     """Recognise text in local files; exits 1 if any file failed (the others still run)."""
+    from ocrserve.decode import decode_path
+    from ocrserve.engine import Engine
+
     settings = _settings(precision=precision, pdf_dpi=dpi, max_pages=max_pages)
     limits = settings.decode_limits()
     try:
@@ -292,6 +310,8 @@ def models(
     precision: Annotated[str | None, typer.Option(help="Also prepare this precision.")] = None,
 ) -> None:
     """Verify the installed models, list the languages they read, prepare int8 variants."""
+    from ocrserve.engine import Engine
+
     settings = _settings(precision=precision)
     try:
         engine = Engine.from_settings(settings)

@@ -7,6 +7,7 @@ parts each layer needs (plain option objects) down through constructors.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import ipaddress
 import json
 import logging
@@ -307,6 +308,22 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{_private_database(self.data_dir / 'tasks.db')}"
+
+    def check_extras(self) -> None:
+        """Raise :class:`ConfigError` at start when a setting needs a package of the
+        ``distributed`` extra that is not installed, rather than failing at first use."""
+        needs = [
+            ("broker_url", "celery", self.broker_url),
+            ("redis_url", "redis", self.redis_url),
+            ("database_url", "psycopg", (self.database_url or "").startswith("postgresql")),
+        ]
+        for setting, module, wanted in needs:
+            if wanted and importlib.util.find_spec(module) is None:
+                raise ConfigError(
+                    f"OCRSERVE_{setting.upper()} needs the {module} package, which this install "
+                    "lacks: pip install 'ocrserve[distributed]'",
+                    setting=setting,
+                )
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -43,14 +43,19 @@ class LambdaHandler:
         return response
 
     def _start(self) -> None:
-        # Imported here: a module that only names the handler stays cheap to import.
+        # Imported here: a module that only names the handler stays cheap to import. The
+        # models load while the web stack is imported (the cold start of the first event).
+        from ocrserve.engine import Engine
+
+        settings = self._settings or Settings(profile="serverless")
+        loading = None if self._engine is not None else Engine.preload(settings)
+
         from mangum import Mangum
         from mangum.protocols import LifespanCycle
 
         from ocrserve.api.app import create_app
 
-        settings = self._settings or Settings(profile="serverless")
-        app = create_app(settings, engine=self._engine)
+        app = create_app(settings, engine=self._engine, preloaded=loading)
         # Mangum and its lifespan both run on the thread's current event loop; one of our own,
         # kept open for the container's life (its lifespan task waits there between events).
         self._loop = asyncio.new_event_loop()

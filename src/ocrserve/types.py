@@ -6,12 +6,15 @@ and returns :class:`PageResult` objects made of :class:`Line` objects.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
 
 Precision = Literal["fp32", "int8"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "int8")
@@ -98,7 +101,7 @@ class Page:
         """Width x height, known without decoding: what the page costs once read."""
         if self._image is not None:
             # (getattr: the engine, not this, tells a caller who passed no array what it expects)
-            return int(np.prod(getattr(self._image, "shape", (0, 0))[:2]))
+            return math.prod(getattr(self._image, "shape", (0, 0))[:2])
         return self._width * self._height
 
     def __repr__(self) -> str:

@@ -12,6 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +40,7 @@ from ocrserve.api.security import (
     TrustedProxies,
 )
 from ocrserve.api.service import Authorized, Service, service_of
-from ocrserve.api.tasks import TaskBackend, task_router
+from ocrserve.api.tasks import TaskStartup, start_backend, task_router
 from ocrserve.batcher import Batcher
 from ocrserve.cache import MemoryCache, RedisCache, ResultCache, cache_key
 from ocrserve.config import Settings
@@ -56,9 +57,7 @@ from ocrserve.errors import (
     ShuttingDownError,
 )
 from ocrserve.fetch import fetch_url, server_client
-from ocrserve.jobs.celery_app import callback_policy, enqueue, make_celery, runner_config
-from ocrserve.jobs.embedded import DatabaseLock, EmbeddedWorkers
-from ocrserve.jobs.store import TaskStore
+from ocrserve.jobs.lock import DatabaseLock
 from ocrserve.logs import request_id
 from ocrserve.types import Document, OCROptions, PageResult, result_dict
 
@@ -69,10 +68,15 @@ CACHE_HEADER = "X-Cache"
 
 
 def create_app(
-    settings: Settings | None = None, *, engine: Engine | None = None, drain: Drain | None = None
+    settings: Settings | None = None,
+    *,
+    engine: Engine | None = None,
+    preloaded: Future[tuple[Engine, int]] | None = None,
+    drain: Drain | None = None,
 ) -> FastAPI:
-    """Build the app. ``engine`` may be passed in (tests share one); otherwise it is loaded.
-    ``drain`` is started by the server on SIGTERM (:mod:`ocrserve.api.server`).
+    """Build the app. ``engine`` may be passed in (tests share one), or be loading already
+    (``preloaded``: :meth:`Engine.preload`, a server's cold start); otherwise it is loaded at
+    start-up. ``drain`` is started by the server on SIGTERM (:mod:`ocrserve.api.server`).
 
     >>> app = create_app(Settings())             # doctest: +SKIP
     >>> uvicorn.run(app, host="127.0.0.1", port=8000)  # doctest: +SKIP
@@ -83,14 +87,24 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         drain.bind(asyncio.get_running_loop())
-        service = await run_in_threadpool(_build_service, settings, engine)
+        service = await run_in_threadpool(_build_service, settings, engine, preloaded)
         app.state.service = service
         service.batcher.start()
+        # Checked before ready, and cheap: a second server on this data folder, or an unusable
+        # webhook secret, must stop this one from starting at all.
+        lock = None if settings.serverless else await run_in_threadpool(_claim_tasks, settings)
+        try:
+            await run_in_threadpool(service.engine.warmup)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
         if not settings.serverless:  # a function instance keeps no tasks: see api.tasks
-            service.tasks = await _start_tasks(service)
-        if isinstance(service.tasks, TaskBackend) and service.tasks.workers is not None:
-            drain.on_begin(service.tasks.workers.pause)
-        await run_in_threadpool(service.engine.warmup)
+            startup = TaskStartup(
+                lambda: start_backend(service), lock=lock, on_failure=service.metrics.loop_restarted
+            )
+            service.tasks = startup
+            drain.on_begin(startup.pause)
         service.ready = True
         log.info(
             "ready",
@@ -133,38 +147,19 @@ def create_app(
     return app
 
 
-async def _start_tasks(service: Service) -> TaskBackend:
-    """The task store and who runs tasks: Celery workers, or coroutines in this process."""
-    s = service.settings
-    url = s.task_database_url()
-    if s.broker_url:
-        store = await run_in_threadpool(TaskStore, url)
-        service.metrics.watch_tasks(store, lease_s=s.task_lease_s)
-        celery = make_celery(s)
-        return TaskBackend(store=store, enqueue=lambda task_id: enqueue(celery, task_id))
-    lock = DatabaseLock.for_url(url)  # refuses a non-SQLite database, and a second process
-    await run_in_threadpool(lock.acquire)
+def _claim_tasks(settings: Settings) -> DatabaseLock | None:
+    """The embedded mode's claim on its database (refusing a non-SQLite one, and a second
+    process), and the webhook secret its workers sign with, made or checked now."""
+    if settings.broker_url:  # distributed: the Celery workers run tasks and send callbacks
+        return None
+    lock = DatabaseLock.for_url(settings.task_database_url())
+    lock.acquire()
     try:
-        store = await run_in_threadpool(TaskStore, url)
-        workers = EmbeddedWorkers(
-            store,
-            service.batcher,
-            runner_config(s, service.engine),
-            await run_in_threadpool(callback_policy, s),
-            workers=s.task_workers,
-            retention=s.task_retention_s,
-            on_restart=service.metrics.loop_restarted,
-            on_heartbeat=service.metrics.heartbeat,
-            on_claim=service.metrics.task_claimed,
-            on_callback=service.metrics.callback_attempted,
-        )
-        service.metrics.loops_started(workers.loops)
-        service.metrics.watch_tasks(store, lease_s=s.task_lease_s)
-        await workers.start()
+        settings.resolved_webhook_secret()
     except BaseException:
         lock.release()
         raise
-    return TaskBackend(store=store, enqueue=lambda _: workers.notify(), workers=workers, lock=lock)
+    return lock
 
 
 async def _shut_down(service: Service, drain: Drain) -> None:
@@ -173,12 +168,14 @@ async def _shut_down(service: Service, drain: Drain) -> None:
     not counted); the batcher fails what is still queued and waits for its lanes only as long
     as the drain's budget allows."""
     steps: list[tuple[str, Callable[[], Awaitable[object]]]] = []
-    tasks = service.tasks
-    if isinstance(tasks, TaskBackend):
-        if tasks.workers is not None:
-            steps.append(("task workers", tasks.workers.stop))
-        steps.append(("task store", lambda: run_in_threadpool(tasks.store.close)))
-        if (lock := tasks.lock) is not None:
+    if isinstance(startup := service.tasks, TaskStartup):
+        backend = await startup.stop(max(drain.left() - 1, 0.5))
+        if backend is not None:
+            if (workers := backend.workers) is not None:
+                steps.append(("task workers", workers.stop))
+            store = backend.store
+            steps.append(("task store", lambda: run_in_threadpool(store.close)))
+        if (lock := startup.lock) is not None:
             steps.append(("database lock", lambda: run_in_threadpool(lock.release)))
     steps.append(
         ("batcher", lambda: run_in_threadpool(service.batcher.stop, max(drain.left() - 1, 0.5)))
@@ -193,8 +190,13 @@ async def _shut_down(service: Service, drain: Drain) -> None:
             log.exception("shutting down the %s failed", name)
 
 
-def _build_service(settings: Settings, engine: Engine | None) -> Service:
-    if engine is None:
+def _build_service(
+    settings: Settings, engine: Engine | None, preloaded: Future[tuple[Engine, int]] | None
+) -> Service:
+    settings.check_extras()
+    if preloaded is not None:
+        engine, lanes = preloaded.result()
+    elif engine is None:
         engine, lanes = Engine.for_lanes(settings)
     else:  # an engine passed in (tests share one): lanes as its providers suggest
         lanes = settings.lane_count(engine.providers[0] != CPU)
@@ -350,7 +352,8 @@ def _router() -> APIRouter:
         ok = all(checks.values())
         return JSONResponse(
             {"ready": ok, "checks": checks, "optional": optional,
-             "queued_pages": service.batcher.queued_pages},
+             "queued_pages": service.batcher.queued_pages,
+             "tasks": tasks.state if isinstance(tasks := service.tasks, TaskStartup) else None},
             status_code=200 if ok else 503,
         )  # fmt: skip
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -29,7 +30,10 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ocrserve.jobs.store import DEAD, DELIVERED, PENDING, TaskRow, TaskStats, TaskStore
+from ocrserve.jobs.task import DEAD, DELIVERED, PENDING
+
+if TYPE_CHECKING:  # the store brings SQLAlchemy: see ocrserve.jobs.task
+    from ocrserve.jobs.store import TaskRow, TaskStats, TaskStore
 
 log = logging.getLogger(__name__)
 

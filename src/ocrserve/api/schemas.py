@@ -5,7 +5,7 @@ The result and task-event models live in :mod:`ocrserve.schemas`, shared with th
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
@@ -81,6 +81,11 @@ class Ready(BaseModel):
     checks: dict[str, bool]
     optional: dict[str, bool] = Field(description="Optional dependencies (the Redis cache).")
     queued_pages: int
+    tasks: Literal["starting", "up", "down"] | None = Field(
+        description="The async-task backend, started once the server is ready for /ocr: "
+        "starting, up, or down (its last start failed; it is tried again). Null where the "
+        "server runs none (OCRSERVE_PROFILE=serverless)."
+    )
 
 
 class TaskSubmitted(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import Future
 from typing import Any
 
 import uvicorn
@@ -11,6 +12,7 @@ import uvicorn
 from ocrserve.api.app import create_app
 from ocrserve.api.drain import Drain
 from ocrserve.config import Settings
+from ocrserve.engine import Engine
 
 
 class _Server(uvicorn.Server):
@@ -25,10 +27,11 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def serve(settings: Settings) -> None:
-    """Run the HTTP service until a signal, then drain within ``settings.shutdown_timeout_s``."""
+def serve(settings: Settings, *, preloaded: Future[tuple[Engine, int]] | None = None) -> None:
+    """Run the HTTP service until a signal, then drain within ``settings.shutdown_timeout_s``.
+    ``preloaded``: the engine, loading since before this module was imported (the CLI's)."""
     drain = Drain(settings.shutdown_timeout_s)
-    app = create_app(settings, drain=drain)
+    app = create_app(settings, preloaded=preloaded, drain=drain)
     config = uvicorn.Config(
         app,
         host=settings.host,

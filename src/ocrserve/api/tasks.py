@@ -7,10 +7,14 @@ The dead letters are the admin's (``OCRSERVE_ADMIN_KEY``), every tenant's, URLs 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import importlib
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -28,22 +32,26 @@ from ocrserve.errors import (
     InputError,
     NotImplementedInProfileError,
     OCRServeError,
+    StorageUnavailableError,
 )
 from ocrserve.fetch import check_url
-from ocrserve.jobs.delivery import error_detail
-from ocrserve.jobs.embedded import DatabaseLock, EmbeddedWorkers
-from ocrserve.jobs.runner import encode_options
-from ocrserve.jobs.store import (
+from ocrserve.jobs.supervisor import backoff
+from ocrserve.jobs.task import (
     FINISHED,
     QUEUED,
     RUNNING,
     IdempotencyConflict,
     NewTask,
-    TaskRow,
-    TaskStore,
+    encode_options,
+    error_detail,
 )
 from ocrserve.schemas import iso_time, task_result
 from ocrserve.urls import redact_url
+
+if TYPE_CHECKING:  # the store and the workers bring SQLAlchemy: started by TaskStartup
+    from ocrserve.jobs.embedded import EmbeddedWorkers
+    from ocrserve.jobs.lock import DatabaseLock
+    from ocrserve.jobs.store import TaskRow, TaskStore
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +67,114 @@ class TaskBackend:
     store: TaskStore
     enqueue: Callable[[str], None]  # blocking (a broker publish): call off the event loop
     workers: EmbeddedWorkers | None = None
-    lock: DatabaseLock | None = None  # embedded mode: this process owns the database
+
+
+#: How long a task route waits for a backend still starting before it answers 503.
+START_WAIT_S = 10.0
+STARTING, UP, DOWN = "starting", "up", "down"
+
+
+class TaskStartup:
+    """A server's task backend, started in the background once the server is ready for
+    ``/ocr``, so the synchronous path never waits for (or imports) the task store.
+
+    A start that fails (the database unreachable, a migration refused) is logged and tried
+    again after a backoff (0.5 s doubling to 30 s), as the task loops are; until it is up, a
+    task route waits up to :data:`START_WAIT_S` for it, then answers 503
+    ``storage_unavailable`` with the last error. ``GET /ready`` reports it under ``optional``.
+
+    >>> startup = TaskStartup(lambda: backend.start(service), lock=lock)  # doctest: +SKIP
+    >>> (await startup.backend()).store                                   # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        start: Callable[[], Awaitable[TaskBackend]],
+        *,
+        lock: DatabaseLock | None = None,
+        on_failure: Callable[[str], None] | None = None,
+    ) -> None:
+        self.lock = lock  # embedded mode: this process owns the database
+        self.last_error: str | None = None
+        self._start = start
+        self._on_failure = on_failure
+        self._stopping = False
+        self._up = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name="task backend start")
+
+    @property
+    def state(self) -> str:
+        if self._up.is_set():
+            return UP
+        return DOWN if self.last_error is not None else STARTING
+
+    async def _run(self) -> TaskBackend | None:
+        failures = 0
+        while not self._stopping:
+            try:
+                backend = await self._start()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                failures += 1
+                self.last_error = str(getattr(e, "message", None) or e) or type(e).__name__
+                delay = backoff(failures)
+                log.exception("the task backend did not start; trying again in %.1f s", delay)
+                if self._on_failure is not None:
+                    self._on_failure("task_backend_start")
+                await asyncio.sleep(delay)
+                continue
+            self.last_error = None
+            self._up.set()
+            return backend
+        return None
+
+    async def backend(self, wait: float = START_WAIT_S) -> TaskBackend:
+        """The running backend; waits for one still starting, up to ``wait`` seconds."""
+        if not self._up.is_set() and self.last_error is None:
+            deadline = time.monotonic() + wait
+            while not self._up.is_set() and self.last_error is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._up.wait(), min(left, 0.25))
+        if not self._up.is_set():
+            why = self.last_error or "it is still starting"
+            raise StorageUnavailableError(f"the task store is not available: {why}", retry_after=5)
+        backend = self._task.result()
+        assert backend is not None
+        return backend
+
+    def pause(self) -> None:
+        """A drain began: start nothing more, and the embedded workers claim no more tasks."""
+        self._stopping = True
+        if self._up.is_set() and (workers := self._task.result()) and workers.workers:
+            workers.workers.pause()
+
+    async def stop(self, wait: float) -> TaskBackend | None:
+        """No further start attempts; the backend if one started (the caller stops it). An
+        attempt under way gets ``wait`` seconds to end, then is cancelled."""
+        self._stopping = True
+        if not self._task.done():
+            done, _ = await asyncio.wait({self._task}, timeout=wait)
+            if not done:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._task
+                return None
+        if self._task.cancelled() or self._task.exception() is not None:
+            return None
+        return self._task.result()
+
+
+async def start_backend(service: Service) -> TaskBackend:
+    """One start attempt. Its module is imported in a worker thread: SQLAlchemy, Alembic (and
+    Celery with a broker) take a few hundred ms of imports that must not stall the event loop
+    while it answers ``/ocr``."""
+    module = await run_in_threadpool(importlib.import_module, "ocrserve.api.backend")
+    backend: TaskBackend = await module.start(service)
+    return backend
 
 
 class _Conflict(OCRServeError):
@@ -93,7 +208,7 @@ def task_view(row: TaskRow, request: Request) -> dict[str, Any]:
     }
 
 
-def _backend(service: Service) -> TaskBackend:
+async def _backend(service: Service) -> TaskBackend:
     if service.settings.serverless:  # the one place every async route passes through
         raise NotImplementedInProfileError(
             "async tasks are not served under OCRSERVE_PROFILE=serverless (no task store, no "
@@ -101,10 +216,10 @@ def _backend(service: Service) -> TaskBackend:
             "with OCRSERVE_BROKER_URL and ocrserve worker) for /ocr/async",
             profile=service.settings.profile,
         )
-    backend = service.tasks
-    if not isinstance(backend, TaskBackend):
+    startup = service.tasks
+    if not isinstance(startup, TaskStartup):
         raise InputError("async tasks are not enabled on this server")
-    return backend
+    return await startup.backend()
 
 
 _SUBMITTED_HEADERS = {
@@ -134,7 +249,7 @@ def task_router() -> APIRouter:
     )
     async def submit(request: Request, caller: Authorized) -> Response:
         service = caller.service
-        backend = _backend(service)
+        backend = await _backend(service)
         new = await _read_submission(request, service)
         key = request.headers.get(IDEMPOTENCY_HEADER)
         try:
@@ -161,7 +276,7 @@ def task_router() -> APIRouter:
         )
 
     async def get_task(task_id: str, request: Request, caller: Authorized) -> Response:
-        store = _backend(caller.service).store
+        store = (await _backend(caller.service)).store
         row = await run_in_threadpool(lambda: store.get(task_id, tenant=caller.tenant))
         if row is None:
             return _not_found(task_id)
@@ -169,7 +284,7 @@ def task_router() -> APIRouter:
         return JSONResponse(task_view(row, request), headers=headers)
 
     async def delete_task(task_id: str, request: Request, caller: Authorized) -> Response:
-        store, tenant = _backend(caller.service).store, caller.tenant
+        store, tenant = (await _backend(caller.service)).store, caller.tenant
         row = await run_in_threadpool(lambda: store.get(task_id, tenant=tenant))
         if row is None:
             return _not_found(task_id)
@@ -223,7 +338,7 @@ def task_router() -> APIRouter:
         summary="Callbacks that could not be delivered (admin)",
     )
     async def dead_letters(service: AdminGuarded) -> JSONResponse:
-        rows = await run_in_threadpool(_backend(service).store.dead_letters)
+        rows = await run_in_threadpool((await _backend(service)).store.dead_letters)
         return JSONResponse([_dead_letter(r) for r in rows])
 
     @router.post(
@@ -234,7 +349,7 @@ def task_router() -> APIRouter:
         summary="Send a dead callback again (admin)",
     )
     async def replay(task_id: str, service: AdminGuarded) -> JSONResponse:
-        backend = _backend(service)
+        backend = await _backend(service)
         if not await run_in_threadpool(backend.store.replay, task_id):
             return _not_found(task_id, "dead letter")
         if backend.workers is not None:

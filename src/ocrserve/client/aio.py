@@ -7,10 +7,9 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import httpx
-from prometheus_client import CollectorRegistry
 
 from ocrserve.client import protocol
 from ocrserve.client.base import BaseClient
@@ -19,6 +18,9 @@ from ocrserve.client.protocol import DEFAULT_TIMEOUT, DEFAULT_URL, Source
 from ocrserve.client.ratelimit import RateLimit
 from ocrserve.client.results import FileError, OCRResult, Task
 from ocrserve.client.retry import DEFAULT_RETRY, AsyncRetryTransport, RetryPolicy
+
+if TYPE_CHECKING:  # metrics are optional: prometheus_client is needed only to pass one
+    from prometheus_client import CollectorRegistry
 
 
 class AsyncClient(BaseClient):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import httpx
-from prometheus_client import CollectorRegistry
 
 from ocrserve import __version__
 from ocrserve.client import protocol
@@ -13,6 +13,9 @@ from ocrserve.client.circuit import BreakerPolicy, Breakers
 from ocrserve.client.ratelimit import RateLimit, TokenBucket
 from ocrserve.client.retry import RetryPolicy
 from ocrserve.client.telemetry import ClientStats, Telemetry
+
+if TYPE_CHECKING:  # metrics are optional: prometheus_client is needed only to pass one
+    from prometheus_client import CollectorRegistry
 
 
 class BaseClient:

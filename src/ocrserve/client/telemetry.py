@@ -6,9 +6,11 @@ from __future__ import annotations
 import threading
 from collections import Counter as Tally
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from weakref import WeakKeyDictionary
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 #: The value of the ``ocrserve_client_circuit_state`` gauge per breaker state.
 STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
@@ -37,6 +39,10 @@ class ClientStats:
 
 class _Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        # Imported here: only a caller who passes a registry needs prometheus_client (it is
+        # not a dependency of the client extra).
+        from prometheus_client import Counter, Gauge
+
         self.attempts = Counter(
             "ocrserve_client_attempts", "Requests sent, retries included.", ["server"],
             registry=registry,

@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,6 +155,21 @@ class Engine:
         threads = settings.threads_per_lane(on_gpu)
         engine = cls.from_settings(settings.model_copy(update={"intra_op_threads": threads}))
         return engine, settings.lane_count(engine.providers[0] != CPU)
+
+    @classmethod
+    def preload(cls, settings: Settings) -> Future[tuple[Engine, int]]:
+        """Start :meth:`for_lanes` in a thread and return at once: onnxruntime builds its
+        sessions mostly outside the GIL, so a server imports its web stack meanwhile (about
+        0.2 s of a cold start on two cores; ``bench/coldstart.py``).
+
+        >>> loading = Engine.preload(settings)   # doctest: +SKIP
+        >>> engine, lanes = loading.result()     # re-raises what loading raised
+        """
+        pool = ThreadPoolExecutor(1, thread_name_prefix="ocrserve-preload")
+        try:
+            return pool.submit(cls.for_lanes, settings)
+        finally:
+            pool.shutdown(wait=False)  # the thread ends with its one job
 
     @property
     def model_version(self) -> str:

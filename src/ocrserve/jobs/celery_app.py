@@ -39,8 +39,9 @@ from ocrserve.engine import Engine
 from ocrserve.fetch import server_client
 from ocrserve.jobs.delivery import CallbackPolicy, run_due
 from ocrserve.jobs.runner import RunnerConfig, execute
-from ocrserve.jobs.store import FINISHED, TaskRow, TaskStore
+from ocrserve.jobs.store import TaskRow, TaskStore
 from ocrserve.jobs.supervisor import BURST_POLL_S, supervise
+from ocrserve.jobs.task import FINISHED
 from ocrserve.types import OCROptions, Page, PageResult
 
 log = logging.getLogger(__name__)
@@ -114,35 +115,12 @@ def runtime(settings: Settings) -> _Runtime:
                 store=TaskStore(settings.task_database_url()),
                 engine=engine,
                 # The worker thread runs the engine itself: one page at a time per task.
-                config=runner_config(settings, engine, pages_in_flight=1),
-                policy=callback_policy(settings),
+                config=RunnerConfig.from_settings(settings, engine, pages_in_flight=1),
+                policy=CallbackPolicy.from_settings(settings),
                 name=f"{socket.gethostname()}-{os.getpid()}",
                 lanes=lanes,
             )
         return _runtime
-
-
-def runner_config(settings: Settings, engine: Engine, *, pages_in_flight: int = 4) -> RunnerConfig:
-    return RunnerConfig(
-        limits=settings.decode_limits(),
-        model=engine.model_version,
-        defaults=engine.defaults,
-        lease=settings.task_lease_s,
-        max_runs=settings.task_max_runs,
-        retry_delays=settings.task_retry_delays,
-        pages_in_flight=pages_in_flight,
-        url_timeout=settings.url_timeout_s,
-        allow_private=settings.allow_private_urls,
-    )
-
-
-def callback_policy(settings: Settings) -> CallbackPolicy:
-    return CallbackPolicy(
-        secret=settings.resolved_webhook_secret(),
-        retry_delays=settings.callback_retry_delays,
-        timeout=settings.callback_timeout_s,
-        allow_private=settings.allow_private_urls,
-    )
 
 
 def _run(task: Task, task_id: str) -> str:

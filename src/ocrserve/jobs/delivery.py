@@ -26,10 +26,12 @@ from typing import Any
 import httpx
 
 from ocrserve import webhooks
+from ocrserve.config import Settings
 from ocrserve.errors import ConfigError, URLError
 from ocrserve.fetch import checked_url
-from ocrserve.jobs.store import DEAD, DELIVERED, PENDING, TaskRow, TaskStore
-from ocrserve.schemas import ErrorDetail, TaskEvent, task_result
+from ocrserve.jobs.store import TaskRow, TaskStore
+from ocrserve.jobs.task import DEAD, DELIVERED, PENDING, error_detail
+from ocrserve.schemas import TaskEvent, task_result
 from ocrserve.urls import redact_url
 
 log = logging.getLogger(__name__)
@@ -47,17 +49,20 @@ class CallbackPolicy:
     timeout: float = 10.0
     allow_private: bool = False
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CallbackPolicy:
+        """The server's policy; resolving the secret may write it (``webhook_secret_file``)."""
+        return cls(
+            secret=settings.resolved_webhook_secret(),
+            retry_delays=settings.callback_retry_delays,
+            timeout=settings.callback_timeout_s,
+            allow_private=settings.allow_private_urls,
+        )
+
 
 def event_id(row: TaskRow) -> str:
     """Stable per task event, so a receiver can drop a delivery it has already processed."""
     return f"msg_{row.id}_{row.status}"
-
-
-def error_detail(row: TaskRow) -> ErrorDetail | None:
-    """Why the task failed, as the task view and the callback both show it."""
-    if not row.error_code:
-        return None
-    return ErrorDetail(code=row.error_code, message=row.error_message or "")
 
 
 def task_event(row: TaskRow) -> TaskEvent:

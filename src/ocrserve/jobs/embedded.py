@@ -15,18 +15,14 @@ count against the budget) and callbacks a dead process was sending are due again
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
-from sqlalchemy.engine import make_url
 from starlette.concurrency import run_in_threadpool
 
 from ocrserve.batcher import Batcher
-from ocrserve.errors import StoreError
 from ocrserve.fetch import server_client
 from ocrserve.jobs.delivery import CallbackPolicy, run_due
 from ocrserve.jobs.runner import RunnerConfig, execute
@@ -42,53 +38,6 @@ log = logging.getLogger(__name__)
 OnHeartbeat = Callable[[str], None]
 OnClaim = Callable[[TaskRow], None]
 OnCallback = Callable[[str], None]
-
-
-class DatabaseLock:
-    """An exclusive ``flock`` on ``<database>.lock``, held while the embedded workers run.
-
-    >>> lock = DatabaseLock.for_url("sqlite:////data/tasks.db")  # doctest: +SKIP
-    >>> lock.acquire(); ...; lock.release()                      # doctest: +SKIP
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None
-
-    @classmethod
-    def for_url(cls, url: str) -> DatabaseLock:
-        parsed = make_url(url)
-        if parsed.get_backend_name() != "sqlite" or not parsed.database:
-            raise StoreError(
-                "the embedded task workers run on SQLite only, which they own alone; for "
-                f"{parsed.render_as_string(hide_password=True)} set OCRSERVE_BROKER_URL too "
-                "and run `ocrserve worker` processes (distributed mode), or unset "
-                "OCRSERVE_DATABASE_URL",
-                url=url,
-            )
-        return cls(Path(parsed.database).with_name(Path(parsed.database).name + ".lock"))
-
-    def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise StoreError(
-                f"another ocrserve process (pid {holder}) runs the tasks of "
-                f"{self.path.with_suffix('')}; one `ocrserve serve` per data folder "
-                "(OCRSERVE_DATA_DIR), or the distributed mode for several",
-                url=str(self.path),
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor drops the flock
-            self._fd = None
 
 
 class EmbeddedWorkers:

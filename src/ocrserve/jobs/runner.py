@@ -11,16 +11,19 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
 
+from ocrserve.config import Settings
 from ocrserve.decode import DecodeLimits, decode_bytes
+from ocrserve.engine import Engine
 from ocrserve.errors import EngineError, OCRServeError, QueueFullError, URLFetchError
 from ocrserve.fetch import fetch_url
-from ocrserve.jobs.store import FAILED, PARTIAL, QUEUED, SUCCEEDED, TaskRow, TaskStore
+from ocrserve.jobs.store import TaskRow, TaskStore
 from ocrserve.jobs.supervisor import OnRestart
+from ocrserve.jobs.task import FAILED, PARTIAL, QUEUED, SUCCEEDED, decode_options
 from ocrserve.types import OCROptions, Page, PageResult, result_dict
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,22 @@ class RunnerConfig:
     url_retries: tuple[float, ...] = (1.0, 3.0)  # waits before the 2nd and 3rd fetch on a 5xx
     allow_private: bool = False
 
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, engine: Engine, *, pages_in_flight: int = 4
+    ) -> RunnerConfig:
+        return cls(
+            limits=settings.decode_limits(),
+            model=engine.model_version,
+            defaults=engine.defaults,
+            lease=settings.task_lease_s,
+            max_runs=settings.task_max_runs,
+            retry_delays=settings.task_retry_delays,
+            pages_in_flight=pages_in_flight,
+            url_timeout=settings.url_timeout_s,
+            allow_private=settings.allow_private_urls,
+        )
+
     def retry_delay(self, runs: int) -> float:
         """The wait after the ``runs``-th run raised.
 
@@ -59,26 +78,6 @@ class RunnerConfig:
         if not self.retry_delays:
             return 0.0
         return self.retry_delays[min(runs, len(self.retry_delays)) - 1]
-
-
-def encode_options(options: OCROptions, max_pages: int) -> dict[str, Any]:
-    """The options a task is stored with: every field of :class:`OCROptions`, resolved
-    against the server's defaults at submit, so a task reads as ``/ocr`` would have."""
-    return {**asdict(options), "max_pages": max_pages}
-
-
-def decode_options(stored: dict[str, Any], defaults: OCROptions) -> tuple[OCROptions, int | None]:
-    """Inverse of :func:`encode_options`; fields a row lacks come from ``defaults``.
-
-    >>> decode_options({"lang": "en", "cls": False, "max_pages": 3}, OCROptions())
-    (OCROptions(lang='en', use_cls=False, precision=None, min_confidence=0.5), 3)
-    """
-    known = {f.name for f in fields(OCROptions)}
-    values = {k: v for k, v in stored.items() if k in known}
-    if "use_cls" not in values and "cls" in stored:  # rows written before the full options
-        values["use_cls"] = bool(stored["cls"])
-    max_pages = stored.get("max_pages")
-    return replace(defaults, **values), int(max_pages) if max_pages else None
 
 
 class _Progress:

@@ -14,8 +14,6 @@ Callbacks live on the same row: ``callback_state`` pending -> delivered | dead, 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -48,14 +46,20 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from ocrserve.config import DEFAULT_TENANT
 from ocrserve.errors import StorageUnavailableError
 from ocrserve.jobs.schema import migrate
+from ocrserve.jobs.task import (
+    CANCELLED,
+    DEAD,
+    FAILED,
+    FINISHED,
+    PENDING,
+    QUEUED,
+    RUNNING,
+    WORKER_CRASHED,
+    IdempotencyConflict,
+    NewTask,
+)
 
-QUEUED, RUNNING = "queued", "running"
-SUCCEEDED, PARTIAL, FAILED, CANCELLED = "succeeded", "partial_success", "failed", "cancelled"
-FINISHED = (SUCCEEDED, PARTIAL, FAILED, CANCELLED)
-PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 TABLE = "ocr_tasks"
-#: The error code of a task whose worker died on every run of its budget.
-WORKER_CRASHED = "worker_crashed"
 #: SQLite's auto_vacuum mode 2: free pages can be cut off the file by ``incremental_vacuum``.
 SQLITE_INCREMENTAL = 2
 WAL_SIZE_LIMIT = 16 * 1024 * 1024
@@ -112,28 +116,6 @@ class TaskRow(Base):
     callback_last_error: Mapped[str | None] = mapped_column(Text)
 
 
-@dataclass(frozen=True)
-class NewTask:
-    """What a submit asks for; ``request_hash`` identifies it for Idempotency-Key checks."""
-
-    options: dict[str, Any]
-    source_url: str | None = None
-    input_bytes: bytes | None = None
-    filename: str | None = None
-    metadata: dict[str, Any] | None = None
-    callback_url: str | None = None
-
-    @property
-    def request_hash(self) -> str:
-        h = hashlib.sha256()
-        h.update(json.dumps(
-            [self.options, self.source_url, self.filename, self.metadata, self.callback_url],
-            sort_keys=True, default=str,
-        ).encode())  # fmt: skip
-        h.update(hashlib.sha256(self.input_bytes or b"").digest())
-        return h.hexdigest()
-
-
 @dataclass(frozen=True, slots=True)
 class TaskStats:
     """What the table says about the queue, for metrics (see :meth:`TaskStore.stats`)."""
@@ -148,14 +130,6 @@ class TaskStats:
     #: The latest lease end among running tasks (None: nothing runs). A worker extends its
     #: lease by a heartbeat, so this minus the lease length is when the newest heartbeat was.
     newest_lease_until: float | None
-
-
-class IdempotencyConflict(Exception):
-    """The Idempotency-Key was used before for a different request."""
-
-    def __init__(self, task_id: str) -> None:
-        super().__init__(task_id)
-        self.task_id = task_id
 
 
 def make_engine(url: str) -> SQLEngine:

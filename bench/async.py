@@ -36,50 +36,58 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import http.server
 import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil  # type: ignore[import-untyped]  # no stubs in the dev extras
 import sqlalchemy
 
-# bench/ is not a package: running this file puts bench/ first on sys.path, so the other
-# benchmarks' helpers import as top-level modules and all reports share one machine line.
-from engine import comma_list, fmt, machine_info, percentile, publish
-from load import log_notes
-
-from ocrserve.jobs.store import TABLE, make_engine
-from ocrserve.webhooks import (
-    ID_HEADER,
-    WebhookVerificationError,
-    generate_secret,
-    verify,
+# bench/ is not a package: running this file puts bench/ first on sys.path, so the harness
+# and the tables import as top-level modules and all reports share one machine line.
+from harness import (
+    DEFAULT_EVAL_DIR,
+    HOST,
+    ROOT,
+    Proc,
+    Receiver,
+    env_overrides,
+    free_port,
+    machine_busy_s,
+    machine_header,
+    machine_info,
+    new_run,
+    ocrserve_cmd,
+    percentile,
+    pkg,
+    wait_ready,
+)
+from tables import (
+    RESULTS_MD,
+    comma_list,
+    fmt,
+    positive,
+    publish,
+    raw_args,
+    table_head,
+    table_row,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_EVAL_DIR = ROOT.parent / "shared" / "eval"
-OUT_DIR = ROOT / "bench" / "out"
-RESULTS_MD = ROOT / "bench" / "RESULTS.md"
-BEGIN, END = "<!-- async:begin -->", "<!-- async:end -->"
+from ocrserve.jobs.store import TABLE, make_engine
+from ocrserve.webhooks import generate_secret
 
-HOST = "127.0.0.1"
 MODES = ("embedded", "celery")
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
@@ -96,7 +104,6 @@ IMAGES = (
 WARMUP_TASKS = 2  # one per default lane on 2 cores: both lanes have run once before timing
 
 READY_TIMEOUT_S = 600.0  # spawn to /ready, and warm-up callbacks (model loading included)
-STOP_TIMEOUT_S = 60.0  # SIGTERM to exit; a Celery warm shutdown finishes its running tasks
 SUBMIT_TIMEOUT_S = 60.0  # one POST; longer means the API is stuck, not busy
 SUBMIT_TRIES = 20  # per task, on 429/503 or a transport error (Idempotency-Key makes it safe)
 REJECT_BACKOFF_S = (0.5, 5.0)  # default and cap of the wait after a 429/503
@@ -116,202 +123,11 @@ def default_timeout(tasks: int) -> float:
     return 300.0 + 4.0 * tasks
 
 
-# --------------------------------------------------------------------------- the receiver
-
-
-@dataclass
-class Arrival:
-    at: float  # perf_counter, the clock of the submit timings
-    wall: float  # time.time(), the clock of the server's task timestamps
-    webhook_id: str
-    task_id: str
-    status: str
-
-
-@dataclass
-class Receiver:
-    """A webhook receiver on 127.0.0.1 that verifies every signature and records arrivals.
-
-    >>> with Receiver.running("whsec_...") as r:  # doctest: +SKIP
-    ...     r.url, r.first_arrivals()
-    """
-
-    secret: str
-    arrivals: list[Arrival] = field(default_factory=list)
-    invalid: list[str] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    url: str = ""
-
-    @classmethod
-    @contextlib.contextmanager
-    def running(cls, secret: str) -> Iterator[Receiver]:
-        receiver = cls(secret)
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            # Keep-alive, as a real receiver behind a proxy would offer; HTTP/1.0 would make
-            # the dispatcher reconnect for every callback.
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                at, wall = time.perf_counter(), time.time()
-                code = receiver.record(body, dict(self.headers.items()), at, wall)
-                self.send_response(code)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass  # one line per callback would only slow the receiver down
-
-        server = http.server.ThreadingHTTPServer((HOST, 0), Handler)
-        server.daemon_threads = True
-        receiver.url = f"http://{HOST}:{server.server_address[1]}/hook"
-        thread = threading.Thread(target=server.serve_forever, name="receiver", daemon=True)
-        thread.start()
-        try:
-            yield receiver
-        finally:
-            server.shutdown()
-            server.server_close()
-            thread.join(10)
-
-    def record(self, body: bytes, headers: dict[str, str], at: float, wall: float) -> int:
-        try:
-            event = verify(body, headers, self.secret)
-        except (WebhookVerificationError, ValueError) as e:
-            # 400 makes the server dead-letter it at once: a forged or stale callback shows
-            # up here and as a lost task, never as a delivery.
-            with self.lock:
-                self.invalid.append(str(e))
-            return 400
-        lower = {k.lower(): v for k, v in headers.items()}
-        arrival = Arrival(
-            at=at,
-            wall=wall,
-            webhook_id=lower[ID_HEADER],
-            task_id=str(event.get("task_id")),
-            status=str(event.get("status")),
-        )
-        with self.lock:
-            self.arrivals.append(arrival)
-        return 200
-
-    def snapshot(self) -> list[Arrival]:
-        with self.lock:
-            return list(self.arrivals)
-
-    def first_arrivals(self) -> dict[str, Arrival]:
-        """The first delivery of each task."""
-        first: dict[str, Arrival] = {}
-        for a in self.snapshot():
-            if a.task_id not in first:
-                first[a.task_id] = a
-        return first
-
-
 # --------------------------------------------------------------------------- the processes
-
-
-class Proc:
-    """One ``ocrserve`` subprocess, its output in a log file; stopped by :meth:`stop`."""
-
-    def __init__(self, name: str, args: Sequence[str], env: dict[str, str], log: Path) -> None:
-        self.name, self.log = name, log
-        self._log_file = log.open("w", encoding="utf-8")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ocrserve", *args],
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        self.ps = psutil.Process(self.proc.pid)
-        self.stopped: dict[str, Any] | None = None
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def cpu_s(self) -> float:
-        try:
-            t = self.ps.cpu_times()
-        except psutil.Error:
-            return float("nan")
-        return float(t.user + t.system)
-
-    def rss_mb(self) -> float:
-        try:
-            return float(self.ps.memory_info().rss) / (1024 * 1024)
-        except psutil.Error:
-            return float("nan")
-
-    def stop(self) -> dict[str, Any]:
-        if self.stopped is not None:
-            return self.stopped
-        out: dict[str, Any] = {"name": self.name, "log": str(self.log)}
-        if self.alive():
-            t0 = time.perf_counter()
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                out["killed"] = True
-            out["stop_s"] = time.perf_counter() - t0
-        else:
-            out["died_before_stop"] = True
-        out["returncode"] = self.proc.returncode
-        self._log_file.close()
-        out["log_notes"] = notable_log(self.log)
-        self.stopped = out
-        return out
-
-    def tail(self) -> str:
-        self._log_file.flush()
-        lines = self.log.read_text(encoding="utf-8", errors="replace").strip().splitlines()
-        # A JSON log record carries its whole traceback on one line: its head says enough.
-        return " / ".join(line[:400] for line in lines[-3:])
 
 
 #: Non-JSON output lines worth reporting; the rest is Celery's start banner.
 RAW_NOTABLE = ("error", "exception", "traceback", "warning", "critical", "killed")
-
-
-def notable_log(path: Path) -> list[str]:
-    """Warning-and-worse log records, and raw lines that look like a problem."""
-    return [
-        n
-        for n in log_notes(path)
-        if not n.startswith("raw: ") or any(w in n.lower() for w in RAW_NOTABLE)
-    ]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_ready(base_url: str, procs: Sequence[Proc]) -> float:
-    t0 = time.perf_counter()
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    # trust_env=False: no proxy variable may send this traffic anywhere but 127.0.0.1.
-    with httpx.Client(base_url=base_url, trust_env=False, timeout=5.0) as client:
-        while time.monotonic() < deadline:
-            check_alive(procs)
-            try:
-                if client.get("/ready").status_code == 200:
-                    return time.perf_counter() - t0
-            except httpx.TransportError:
-                pass  # not listening yet
-            time.sleep(POLL_S)
-    raise RuntimeError(f"API not ready after {READY_TIMEOUT_S:.0f} s: {procs[0].tail()}")
-
-
-def check_alive(procs: Sequence[Proc]) -> None:
-    for p in procs:
-        if not p.alive():
-            raise RuntimeError(f"{p.name} exited with {p.proc.returncode}: {p.tail()}")
 
 
 def drop_task_table(url: str) -> None:
@@ -586,17 +402,22 @@ def run_mode(
                 drop_task_table(db_url)  # counts and runs below are this run's only
             port = free_port()
             base_url = f"http://{HOST}:{port}"
-            serve = ["serve", "--host", HOST, "--port", str(port)]
-            procs.append(
-                Proc("api" if mode == "celery" else "server", serve, env, run / f"{mode}-serve.log")
-            )
+            serve = ocrserve_cmd("serve", "--host", HOST, "--port", str(port))
+            name = "api" if mode == "celery" else "server"
+            log = run / f"{mode}-serve.log"
+            procs.append(Proc(name, serve, env, log, raw_notable=RAW_NOTABLE))
             stack.callback(procs[-1].stop)
             if mode == "celery":
                 # Drained and deleted after the worker stopped (callbacks run LIFO).
                 stack.callback(_drain_into, res, queue)
-                procs.append(Proc("worker", ["worker"], env, run / f"{mode}-worker.log"))
+                log = run / f"{mode}-worker.log"
+                procs.append(
+                    Proc("worker", ocrserve_cmd("worker"), env, log, raw_notable=RAW_NOTABLE)
+                )
                 stack.callback(procs[-1].stop)
-            res["ready_s"] = wait_ready(base_url, procs)
+            t_wait = time.perf_counter()
+            ready = wait_ready(base_url, procs, timeout_s=READY_TIMEOUT_S, poll_s=POLL_S)
+            res["ready_s"] = ready - t_wait
             t_warm = time.perf_counter()
             warm_ids = warm_up(base_url, receiver, images[0], procs, f"{queue}-warm")
             res["warmup_s"] = time.perf_counter() - t_warm
@@ -669,7 +490,7 @@ def measure(
     cpu1 = cpu_snapshot(procs)
     res["cpu"] = cpu_usage(cpu0, cpu1, t_end + SETTLE_S - t0, [p.name for p in procs])
     res["rss_mb"] = {p.name: p.rss_mb() for p in procs}
-    res["arrivals"] = [{**a.__dict__, "at": a.at - t0, "wall": a.wall} for a in receiver.snapshot()]
+    res["arrivals"] = [{**a._asdict(), "at": a.at - t0} for a in receiver.snapshot()]
     res["t0_wall"] = wall0
     # Read back after the clock stopped: these GETs are not part of what is measured.
     try:
@@ -680,10 +501,8 @@ def measure(
 
 
 def cpu_snapshot(procs: Sequence[Proc]) -> dict[str, float]:
-    t = psutil.cpu_times()
-    busy = sum(getattr(t, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq"))
     own = os.times()
-    snap = {"machine": float(busy), "bench": own.user + own.system}
+    snap = {"machine": machine_busy_s(), "bench": own.user + own.system}
     snap.update({p.name: p.cpu_s() for p in procs})
     return snap
 
@@ -813,14 +632,10 @@ def render(
     run_line: str,
     notes: list[str],
 ) -> str:
-    m = machine
     lines = [
         "## Async tasks: submit, run, signed callback",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), "
-        f"{m['ram_gib']} GiB RAM · Python {m['python']} · onnxruntime {m['onnxruntime']} · "
-        f"ocrserve {m['ocrserve']} · celery {m['celery']} · {m['date']} · "
-        f"load avg {m['loadavg_start']:.1f} at start, {m['loadavg_end']:.1f} at end",
+        machine_header(machine, ("ocrserve", "celery")),
         "",
         run_line,
         "",
@@ -838,16 +653,15 @@ def render(
         "duplicates",
         "failed",
     ]
-    lines += ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
+    lines += table_head(head)
     for mode in modes:
         s, res = summaries[mode], results[mode]
         name = TITLES[mode] + (" (FAILED, see notes)" if "error" in res else "")
         if not s.get("accepted"):
-            lines.append("| " + " | ".join([name, "0", *["-"] * (len(head) - 2)]) + " |")
+            lines.append(table_row([name, "0", *["-"] * (len(head) - 2)]))
             continue
         lines.append(
-            "| "
-            + " | ".join(
+            table_row(
                 [
                     name,
                     str(s["accepted"]),
@@ -862,7 +676,6 @@ def render(
                     str(s["failed"]),
                 ]
             )
-            + " |"
         )
     lines += ["", "Where the time goes (the server's task timestamps, read back afterwards):", ""]
     head2 = [
@@ -875,7 +688,7 @@ def render(
         "CPU % (one core = 100)",
         "other processes % of machine",
     ]
-    lines += ["| " + " | ".join(head2) + " |", "|---" + "|---:" * (len(head2) - 1) + "|"]
+    lines += table_head(head2)
     for mode in modes:
         s, cpu = summaries[mode], results[mode].get("cpu", {})
         if not s.get("accepted"):
@@ -888,8 +701,7 @@ def render(
             if k.endswith("_pct") and k != "other_pct_of_machine"
         )
         lines.append(
-            "| "
-            + " | ".join(
+            table_row(
                 [
                     mode,
                     pair(s, "queue_wait"),
@@ -901,7 +713,6 @@ def render(
                     fmt(cpu.get("other_pct_of_machine"), ".0f"),
                 ]
             )
-            + " |"
         )
     lines += ["", *(f"- {n}" for n in notes)]
     return "\n".join(lines) + "\n"
@@ -948,7 +759,7 @@ def build_notes(
             f"SHORT RUN (--tasks {args.tasks}): p99 is about the slowest task; not comparable "
             "with full runs."
         )
-    overrides = sorted(k for k in os.environ if k.startswith("OCRSERVE_"))
+    overrides = env_overrides()
     if overrides:
         notes.append(f"Environment overrides inherited: {', '.join(overrides)}.")
     for mode in modes:
@@ -1064,16 +875,6 @@ def lost_view(task_id: str, views: dict[str, Any]) -> str:
     )
 
 
-def positive(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from e
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return n
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1111,13 +912,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def pkg(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "not installed"
-
-
 def load_images(eval_dir: Path) -> list[Image]:
     paths = [eval_dir / SPEED / name for name in IMAGES]
     missing = [str(p) for p in paths if not p.is_file()]
@@ -1136,9 +930,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     images = load_images(args.eval_dir.resolve())
     modes: list[str] = args.modes
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    run = OUT_DIR / f"async-{stamp}"
-    run.mkdir(parents=True, exist_ok=True)
+    run = new_run("async")
     machine = machine_info()
     machine.update(ocrserve=pkg("ocrserve"), celery=pkg("celery"), httpx=pkg("httpx"))
 
@@ -1156,13 +948,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = render(modes, results, summaries, machine, run_line, build_notes(
         args, modes, results, summaries))  # fmt: skip
     raw = {
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "args": raw_args(args),
         "machine": machine,
         "summaries": summaries,
         "results": results,
         "markdown": report,
     }
-    publish("async", run, raw, report, to_results=args.write_results, begin=BEGIN, end=END)
+    publish("async", run, raw, report, to_results=args.write_results)
     bad = any("error" in r for r in results.values()) or any(
         not s.get("accepted")
         or s["lost"]

@@ -26,31 +26,38 @@ import base64
 import io
 import os
 import struct
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pypdfium2 as pdfium
 
-# bench/ is not a package: running this file puts bench/ first on sys.path, so the engine
-# benchmark's helpers import as a top-level module and every report shares one machine line.
-from engine import comma_list, fmt, machine_info, publish
+# bench/ is not a package: running this file puts bench/ first on sys.path, so the harness
+# and the tables import as top-level modules and every report shares one machine line.
+from harness import (
+    HOST,
+    ROOT,
+    Proc,
+    commit,
+    free_port,
+    machine_header,
+    machine_info,
+    new_run,
+    ocrserve_cmd,
+    pkg,
+    wait_ready,
+)
 from PIL import Image
+from tables import comma_list, fmt, publish
 
-ROOT = Path(__file__).resolve().parent.parent
-OUT_DIR = ROOT / "bench" / "out"
-BEGIN, END = "<!-- bombs:begin -->", "<!-- bombs:end -->"
-MB = 1024 * 1024
 READY_TIMEOUT_S = 120
 ANSWER_TIMEOUT_S = 300
+STOP_TIMEOUT_S = 30
 #: A page of exactly the default per-page limit (40 M pixels); 1800 x 2880 pt at 200 dpi.
 AT_LIMIT = (5000, 8000)
 PDF_PAGE_PT = (1800.0, 2880.0)
@@ -172,20 +179,11 @@ def reset_peak(pid: int) -> bool:
     return True
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def run_case(case: Case, run: Path) -> dict[str, Any]:
     data = case.make()
     out: dict[str, Any] = {"case": case.name, "what": case.what, "bytes": len(data)}
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
+    base = f"http://{HOST}:{port}"
     with tempfile.TemporaryDirectory(prefix="ocrserve-bombs-") as data_dir:
         env = {
             **os.environ,
@@ -193,52 +191,28 @@ def run_case(case: Case, run: Path) -> dict[str, Any]:
             "OCRSERVE_CACHE_MAX_ENTRIES": "0",
             "OCRSERVE_LOG_LEVEL": "warning",
         }
-        log = run / f"{case.name}.log"
-        with log.open("w") as log_file:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "ocrserve", "serve", "--port", str(port)],
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
+        cmd = ocrserve_cmd("serve", "--port", str(port))
+        server = Proc("server", cmd, env, run / f"{case.name}.log")
+        pid = server.proc.pid
         try:
-            wait_ready(base, proc)
+            wait_ready(base, [server], timeout_s=READY_TIMEOUT_S)
             time.sleep(1.0)  # let start-up's garbage settle before the baseline
-            out["rss_before_mb"] = status_kib(proc.pid, "VmRSS") / 1024
-            out["peak_reset"] = reset_peak(proc.pid)
+            out["rss_before_mb"] = status_kib(pid, "VmRSS") / 1024
+            out["peak_reset"] = reset_peak(pid)
             t0 = time.perf_counter()
             with httpx.Client(base_url=base, timeout=ANSWER_TIMEOUT_S) as client:
                 out.update(send(client, case, data))
             out["seconds"] = time.perf_counter() - t0
-            out["peak_mb"] = status_kib(proc.pid, "VmHWM") / 1024
+            out["peak_mb"] = status_kib(pid, "VmHWM") / 1024
             time.sleep(1.0)
-            out["rss_after_mb"] = status_kib(proc.pid, "VmRSS") / 1024
-            out["alive"] = proc.poll() is None
+            out["rss_after_mb"] = status_kib(pid, "VmRSS") / 1024
+            out["alive"] = server.alive()
         except Exception as e:  # the case failed to run: say so in the table, go on
             out["error"] = f"{type(e).__name__}: {e}"
-            out["alive"] = proc.poll() is None
+            out["alive"] = server.alive()
         finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            server.stop(STOP_TIMEOUT_S)
     return out
-
-
-def wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with {proc.returncode} before /ready")
-        try:
-            if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("the server was not ready in time")
 
 
 def send(client: httpx.Client, case: Case, data: bytes) -> dict[str, Any]:
@@ -269,16 +243,6 @@ def answer(body: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- the report
 
 
-def commit() -> str:
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
-        return done.stdout.strip() if done.returncode == 0 else ""
-
-    head = git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = git("status", "--porcelain", "--untracked-files=no", "src")
-    return f"{head} (+ uncommitted changes in src/)" if dirty else head
-
-
 def outcome(r: dict[str, Any]) -> str:
     if "error" in r:
         return f"did not run: {r['error']}"
@@ -292,14 +256,10 @@ def outcome(r: dict[str, Any]) -> str:
 
 
 def render(results: list[dict[str, Any]], machine: dict[str, Any], run_line: str) -> str:
-    m = machine
     lines = [
         "## Bombs: peak memory of a fresh server per hostile file",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), "
-        f"{m['ram_gib']} GiB RAM · Python {m['python']} · onnxruntime {m['onnxruntime']} · "
-        f"ocrserve {m['ocrserve']} · {m['date']} · "
-        f"load avg {m['loadavg_start']:.1f} at start, {m['loadavg_end']:.1f} at end",
+        machine_header(machine, ("ocrserve",)),
         "",
         run_line,
         "",
@@ -329,13 +289,6 @@ def render(results: list[dict[str, Any]], machine: dict[str, Any], run_line: str
     return "\n".join(lines)
 
 
-def pkg(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "not installed"
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -354,9 +307,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    run = OUT_DIR / f"bombs-{stamp}"
-    run.mkdir(parents=True, exist_ok=True)
+    run = new_run("bombs")
     machine = machine_info()
     machine["ocrserve"] = pkg("ocrserve")
     results = []
@@ -366,13 +317,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"[bombs] {case.name}: {outcome(result)}", file=sys.stderr, flush=True)
         results.append(result)
     machine["loadavg_end"] = os.getloadavg()[0]
+    head, dirty = commit(("src",))
+    at = f"{head} (+ uncommitted changes in src/)" if dirty else head
     run_line = (
-        f"Run: commit {commit()}; {len(results)} cases, one fresh `ocrserve serve` each; "
+        f"Run: commit {at}; {len(results)} cases, one fresh `ocrserve serve` each; "
         f"raw data `{run.relative_to(ROOT)}.json`, server logs in `{run.relative_to(ROOT)}/`."
     )
     report = render(results, machine, run_line)
     raw = {"machine": machine, "results": results, "markdown": report}
-    publish("bombs", run, raw, report, to_results=args.write_results, begin=BEGIN, end=END)
+    publish("bombs", run, raw, report, to_results=args.write_results)
     return 1 if any("error" in r or not r.get("alive") for r in results) else 0
 
 

@@ -29,20 +29,32 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import platform
 import resource
-import socket
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+# bench/ is not a package: running this file puts bench/ first on sys.path, so the harness
+# and the tables import as top-level modules.
+from harness import (
+    DEFAULT_EVAL_DIR,
+    MB,
+    ROOT,
+    env_overrides,
+    forbid_network,
+    machine_header,
+    machine_info,
+    new_run,
+    percentile,
+    run_worker,
+)
+from tables import RESULTS_MD, comma_list, fmt, publish, raw_args, table_head, table_row
 
 if TYPE_CHECKING:
     import numpy as np
@@ -50,12 +62,6 @@ if TYPE_CHECKING:
 
     Image = npt.NDArray[np.uint8]
     Recognise = Callable[[Image], str]
-
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_EVAL_DIR = ROOT.parent / "shared" / "eval"
-OUT_DIR = ROOT / "bench" / "out"
-RESULTS_MD = ROOT / "bench" / "RESULTS.md"
-BEGIN, END = "<!-- engine:begin -->", "<!-- engine:end -->"
 
 PEERS = ("ocrserve-fp32", "ocrserve-int8", "rapidocr", "tesseract")
 BASELINE = "rapidocr"
@@ -75,29 +81,11 @@ SCORE_FLAGS: dict[str, tuple[str, ...]] = {
 COLD_IMAGE = "en_doc_paragraph.jpg"
 SPEED_SUFFIXES = (".jpg", ".jpeg", ".png")
 TESSERACT_LANG = "eng+chi_sim"
-MB = 1024 * 1024
 
 
 # --------------------------------------------------------------------------- worker side
 # Everything heavy is imported inside the peer builders: those imports are part of a peer's
 # cold start, and the parent process never needs them.
-
-
-def forbid_network() -> None:
-    """Make any internet connection in this process an error instead of a silent download."""
-
-    def refuse(*args: object, **kwargs: object) -> Any:
-        raise RuntimeError("bench/engine.py must not touch the network (a peer tried to)")
-
-    real_connect = socket.socket.connect
-
-    def connect(self: socket.socket, address: Any) -> None:
-        if self.family in (socket.AF_INET, socket.AF_INET6):
-            refuse()
-        real_connect(self, address)
-
-    socket.socket.connect = connect  # type: ignore[method-assign,assignment]
-    socket.getaddrinfo = refuse
 
 
 class LogTap:
@@ -217,7 +205,7 @@ def maxrss_mb(who: int) -> float:
 def worker(peer: str, job_path: Path, result_path: Path) -> int:
     """Cold start on one image, then OCR every item of the job; write the result as JSON."""
     t_main = time.time()
-    forbid_network()
+    forbid_network("bench/engine.py")
     job = json.loads(job_path.read_text(encoding="utf-8"))
     recognise, info = build_peer(peer)
     t_built = time.time()
@@ -279,20 +267,9 @@ def spawn(
         "--result",
         str(result),
     ]
-    with log.open("w", encoding="utf-8") as out:
-        t_spawn = time.time()
-        rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
-    if rc != 0 or not result.is_file():
-        tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
-        return {
-            "peer": peer,
-            "kind": kind,
-            "tag": tag,
-            "error": f"exit {rc}",
-            "log": str(log),
-            "log_tail": tail,
-        }
-    res: dict[str, Any] = json.loads(result.read_text(encoding="utf-8"))
+    res, t_spawn = run_worker(cmd, log, result)
+    if "error" in res:
+        return {"peer": peer, "kind": kind, "tag": tag, **res}
     res.update(
         kind=kind,
         tag=tag,
@@ -423,15 +400,6 @@ def score(
     return summary
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    s = sorted(values)
-    k = (len(s) - 1) * q
-    lo = math.floor(k)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
-
-
 def summarise(peer: str, workers: list[dict[str, Any]]) -> dict[str, Any]:
     mine = [w for w in workers if w["peer"] == peer and "error" not in w]
     speed = [w for w in mine if w["kind"] == SPEED]
@@ -467,49 +435,6 @@ def summarise(peer: str, workers: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def machine_info() -> dict[str, Any]:
-    def first(path: str, key: str) -> str:
-        try:
-            for line in Path(path).read_text().splitlines():
-                if line.startswith(key):
-                    return line.split(":", 1)[1].strip()
-        except OSError:
-            pass
-        return "unknown"
-
-    def pkg(name: str) -> str:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return "not installed"
-
-    try:
-        tess = (
-            subprocess.run(["tesseract", "--version"], capture_output=True, text=True, check=False)
-            .stdout.split("\n", 1)[0]
-            .removeprefix("tesseract ")
-        )
-    except OSError:
-        tess = "not installed"
-    mem_kib = first("/proc/meminfo", "MemTotal").split()[0]
-    return {
-        "cpu": first("/proc/cpuinfo", "model name"),
-        "cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)),
-        "ram_gib": round(int(mem_kib) / MB, 1) if mem_kib.isdigit() else None,
-        "python": platform.python_version(),
-        "onnxruntime": pkg("onnxruntime"),
-        "rapidocr": pkg("rapidocr"),
-        "tesseract": tess,
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "loadavg_start": os.getloadavg()[0],
-    }
-
-
-def fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def render(
     peers: Sequence[str],
     summaries: dict[str, dict[str, Any]],
@@ -519,14 +444,10 @@ def render(
     run_line: str,
     notes: list[str],
 ) -> str:
-    m = machine
     lines = [
         "## Engine: ocrserve vs RapidOCR vs Tesseract",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), "
-        f"{m['ram_gib']} GiB RAM · Python {m['python']} · onnxruntime {m['onnxruntime']} · "
-        f"rapidocr {m['rapidocr']} · tesseract {m['tesseract']} · {m['date']} · "
-        f"load avg {m['loadavg_start']:.1f} at start, {m['loadavg_end']:.1f} at end",
+        machine_header(machine, ("rapidocr", "tesseract")),
         "",
         run_line,
         "",
@@ -542,7 +463,7 @@ def render(
         "cold start s",
         *(f"{s} CER / F1 %" for s in dev),
     ]
-    lines += ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
+    lines += table_head(head)
     base = summaries.get(BASELINE, {}).get("images_per_s")
     for peer in peers:
         s = summaries[peer]
@@ -562,7 +483,7 @@ def render(
             cells.append(f"{100 * sc['cer']:.1f} / {100 * sc['bow_f1']:.1f}" if sc else "-")
         if s["errors"]:
             cells[0] += " (FAILED, see notes)"
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(table_row(cells))
     lines += ["", *(f"- {n}" for n in notes)]
     return "\n".join(lines) + "\n"
 
@@ -592,7 +513,7 @@ def build_notes(
         + ". Page CER on multi-column pages depends on reading order; compare F1 too.",
     ]
     # ocrserve's Settings read OCRSERVE_* variables: any set here change its defaults.
-    overrides = sorted(k for k in os.environ if k.startswith("OCRSERVE_"))
+    overrides = env_overrides()
     if overrides:
         notes.append(f"ocrserve ran with environment overrides: {', '.join(overrides)}.")
     for peer in peers:
@@ -632,43 +553,6 @@ def build_notes(
     if ran and not any(f"{BASELINE} log" in n for n in notes):
         notes.append("rapidocr: logged no warnings and no download attempt (models from wheel).")
     return notes + pre
-
-
-def write_results(section: str, path: Path, begin: str = BEGIN, end: str = END) -> None:
-    """Replace only the section between ``begin`` and ``end``; the rest of the file stays."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
-    block = f"{begin}\n{section.rstrip()}\n{end}"
-    if begin in text and end in text:
-        head, _, rest = text.partition(begin)
-        text = head + block + rest.partition(end)[2]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text, encoding="utf-8")
-
-
-def publish(
-    tag: str, run: Path, raw: dict[str, Any], report: str, *, to_results: bool,
-    begin: str = BEGIN, end: str = END,
-) -> None:  # fmt: skip
-    """Raw JSON first (a closed stdout, ``| head``, must not lose a long run's results), then
-    the RESULTS.md section when asked, then the report on stdout."""
-    raw_path = run.with_suffix(".json")
-    raw_path.write_text(json.dumps(raw, ensure_ascii=False, indent=1), encoding="utf-8")
-    print(f"[{tag}] raw results: {raw_path}", file=sys.stderr)
-    if to_results:
-        write_results(report, RESULTS_MD, begin, end)
-        print(f"[{tag}] updated {RESULTS_MD}", file=sys.stderr)
-    print(report)
-
-
-def comma_list(value: str, allowed: Sequence[str], what: str) -> list[str]:
-    chosen = [v.strip() for v in value.split(",") if v.strip()]
-    unknown = [v for v in chosen if v not in allowed]
-    if unknown or not chosen:
-        raise argparse.ArgumentTypeError(
-            f"unknown {what} {', '.join(unknown) or '(none)'}; choose from {', '.join(allowed)}"
-        )
-    return chosen
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -714,9 +598,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     eval_dir: Path = args.eval_dir.resolve()
     peers: list[str] = args.peers
     sets = [s for s in (SPEED, *DEV_SETS) if s in args.sets]
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    run = OUT_DIR / f"engine-{stamp}"
-    run.mkdir(parents=True, exist_ok=True)
+    run = new_run("engine")
     machine = machine_info()
     notes: list[str] = []
     if args.limit is not None:
@@ -772,7 +654,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         build_notes(peers, summaries, scores, notes),
     )
     raw = {
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "args": raw_args(args),
         "machine": machine,
         "summaries": summaries,
         "scores": scores,

@@ -34,34 +34,48 @@ import json
 import os
 import queue
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil  # type: ignore[import-untyped]  # no stubs in the dev extras
 
-# bench/ is not a package: running this file puts bench/ first on sys.path, so the engine
-# benchmark's helpers import as a top-level module and both reports share one machine line.
-from engine import comma_list, fmt, machine_info, percentile, publish
+# bench/ is not a package: running this file puts bench/ first on sys.path, so the harness
+# and the tables import as top-level modules and every report shares one machine line.
+from harness import (
+    DEFAULT_EVAL_DIR,
+    HOST,
+    ROOT,
+    Proc,
+    cpu_split,
+    env_overrides,
+    free_port,
+    machine_header,
+    machine_info,
+    new_run,
+    ocrserve_cmd,
+    percentile,
+    pkg,
+    run_worker,
+    wait_ready,
+)
+from tables import (
+    RESULTS_MD,
+    comma_list,
+    fmt,
+    judge,
+    publish,
+    raw_args,
+    table_head,
+    table_row,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_EVAL_DIR = ROOT.parent / "shared" / "eval"
-OUT_DIR = ROOT / "bench" / "out"
-RESULTS_MD = ROOT / "bench" / "RESULTS.md"
-BEGIN, END = "<!-- load:begin -->", "<!-- load:end -->"
-
-HOST = "127.0.0.1"
 SPEED = "speed"
 SPEED_SUFFIXES = (".jpg", ".jpeg", ".png")
 MIME = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
@@ -199,15 +213,8 @@ def spawn_engine(kind: str, sequence: list[Path], small: Path, run: Path) -> dic
     )
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind]
     cmd += ["--job", str(job), "--result", str(result)]
-    with log.open("w", encoding="utf-8") as out:
-        rc = subprocess.run(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=server_env(None), check=False
-        ).returncode
-    if rc != 0 or not result.is_file():
-        tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
-        return {"kind": kind, "error": f"exit {rc}", "log": str(log), "log_tail": tail}
-    res: dict[str, Any] = json.loads(result.read_text(encoding="utf-8"))
-    return res
+    res, _ = run_worker(cmd, log, result, env=server_env(None))
+    return {"kind": kind, **res} if "error" in res else res
 
 
 # --------------------------------------------------------------------------- the server
@@ -217,87 +224,16 @@ def server_env(config: str | None) -> dict[str, str]:
     return {**os.environ, **BASE_ENV, **(CONFIG_ENV[config] if config else {})}
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class Server:
+class Server(Proc):
     """One ``ocrserve serve`` subprocess on 127.0.0.1, its log in a file."""
 
     def __init__(self, config: str, port: int, log: Path) -> None:
-        self.config, self.port, self.log = config, port, log
+        self.config, self.port = config, port
         self.base_url = f"http://{HOST}:{port}"
-        cmd = [sys.executable, "-m", "ocrserve", "serve", "--host", HOST, "--port", str(port)]
-        self._log_file = log.open("w", encoding="utf-8")
-        self.t_spawn = time.perf_counter()
+        cmd = ocrserve_cmd("serve", "--host", HOST, "--port", str(port))
         # A data folder of its own: the task database, never the user's.
         env = server_env(config) | {"OCRSERVE_DATA_DIR": str(log.parent / f"data-{config}")}
-        self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT, env=env)
-        self.ps = psutil.Process(self.proc.pid)
-        self.ready_s: float | None = None
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        # trust_env=False: no proxy variable may send this traffic anywhere but 127.0.0.1.
-        with httpx.Client(base_url=self.base_url, trust_env=False, timeout=5.0) as client:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"server exited with {self.proc.returncode}: {self.tail()}")
-                try:
-                    if client.get("/ready").status_code == 200:
-                        self.ready_s = time.perf_counter() - self.t_spawn
-                        return
-                except httpx.TransportError:
-                    pass  # not listening yet
-                time.sleep(0.2)
-        raise RuntimeError(f"server not ready after {READY_TIMEOUT_S:.0f} s: {self.tail()}")
-
-    def cpu_s(self) -> float:
-        t = self.ps.cpu_times()
-        return float(t.user + t.system)
-
-    def rss_mb(self) -> float:
-        return float(self.ps.memory_info().rss) / (1024 * 1024)
-
-    def stop(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if self.proc.poll() is None:
-            t0 = time.perf_counter()
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                out["killed"] = True
-            out["stop_s"] = time.perf_counter() - t0
-        out["returncode"] = self.proc.returncode
-        self._log_file.close()
-        out["log_notes"] = log_notes(self.log)
-        return out
-
-    def tail(self) -> str:
-        self._log_file.flush()
-        lines = self.log.read_text(encoding="utf-8", errors="replace").strip().splitlines()
-        return " / ".join(lines[-5:])
-
-
-def log_notes(path: Path) -> list[str]:
-    """Distinct warning-and-worse log messages with counts; non-JSON lines (tracebacks) too."""
-    seen: Counter[str] = Counter()
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            if line.strip():
-                seen[f"raw: {line.strip()[:200]}"] += 1
-            continue
-        if isinstance(rec, dict) and rec.get("level") not in ("debug", "info"):
-            seen[f"{rec.get('level')} {rec.get('logger')}: {rec.get('msg')}"] += 1
-    return [f"{msg} (x{n})" if n > 1 else msg for msg, n in seen.items()]
+        super().__init__("server", cmd, env, log)
 
 
 def scrape(client: httpx.Client) -> dict[str, float]:
@@ -408,9 +344,9 @@ def measure_server(
     server = Server(config, port, run / f"server-{config}.log")
     res: dict[str, Any] = {"config": config, "port": port, "levels": [], "records": {}}
     try:
-        server.wait_ready()
-        res["ready_s"] = server.ready_s
-        print(f"[load] {config}: ready in {server.ready_s:.1f} s", file=sys.stderr, flush=True)
+        ready = wait_ready(server.base_url, [server], timeout_s=READY_TIMEOUT_S)
+        res["ready_s"] = ready - server.t_spawn
+        print(f"[load] {config}: ready in {res['ready_s']:.1f} s", file=sys.stderr, flush=True)
         warm, _ = asyncio.run(run_requests(server.base_url, images, 1, WARMUP_REQUESTS))
         res["warmup"] = warm
         with httpx.Client(base_url=server.base_url, trust_env=False, timeout=10.0) as meta:
@@ -447,7 +383,7 @@ def measure_server(
         res["error"] = f"{type(e).__name__}: {e}"
         print(f"[load] {config}: FAILED {res['error']}", file=sys.stderr, flush=True)
     finally:
-        res["stop"] = server.stop()
+        res["stop"] = server.stop(STOP_TIMEOUT_S)
     return res
 
 
@@ -487,10 +423,6 @@ def text_mismatches(server: dict[str, Any], reference: dict[str, str]) -> list[s
     return sorted(bad)
 
 
-def judge(ok: bool | None) -> str:
-    return "n/a" if ok is None else ("met" if ok else "NOT met")
-
-
 def render(
     args: argparse.Namespace,
     machine: dict[str, Any],
@@ -500,15 +432,11 @@ def render(
     run_line: str,
     notes: list[str],
 ) -> tuple[str, dict[str, Any]]:
-    m = machine
+    other = f" · other processes {machine['other_cpu_pct']:.0f}% of the CPU during the run"
     lines = [
         "## Load: ocrserve serve under concurrent clients",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), "
-        f"{m['ram_gib']} GiB RAM · Python {m['python']} · onnxruntime {m['onnxruntime']} · "
-        f"ocrserve {m['ocrserve']} · uvicorn {m['uvicorn']} · httpx {m['httpx']} · "
-        f"{m['date']} · load avg {m['loadavg_start']:.1f} at start, {m['loadavg_end']:.1f} at end"
-        f" · other processes {m['other_cpu_pct']:.0f}% of the CPU during the run",
+        machine_header(machine, ("ocrserve", "uvicorn", "httpx"), other),
         "",
         run_line,
         "",
@@ -555,7 +483,7 @@ def render(
             "server CPU %",
             "errors",
         ]
-        lines += ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
+        lines += table_head(head)
         by_level[config] = {lv["concurrency"]: lv for lv in res["levels"]}
         for lv in res["levels"]:
             errors = ", ".join(f"{k}: {v}" for k, v in lv["errors"].items()) or "0"
@@ -571,7 +499,7 @@ def render(
                 f"{lv['server_cpu_pct']:.0f}",
                 errors,
             ]
-            lines.append("| " + " | ".join(cells) + " |")
+            lines.append(table_row(cells))
         lines.append("")
 
     if over:
@@ -644,7 +572,7 @@ def build_notes(
         f"Servers ran with {', '.join(f'{k}={v}' for k, v in BASE_ENV.items())}; batching off "
         "adds OCRSERVE_BATCHING=false. The load generator shares the machine with the server.",
     ]
-    overrides = sorted(k for k in os.environ if k.startswith("OCRSERVE_"))
+    overrides = env_overrides()
     if overrides:
         notes.append(f"Environment overrides inherited: {', '.join(overrides)}.")
     # Another process busy on a 2-core machine takes from the engine and the server, and not
@@ -759,24 +687,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def cpu_split() -> tuple[float, float]:
-    """(seconds the whole machine was busy, seconds this process and its waited children ran).
-
-    Their difference over a run is what other processes took from it.
-    """
-    t = psutil.cpu_times()
-    busy = sum(getattr(t, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq"))
-    own = os.times()
-    return float(busy), own.user + own.system + own.children_user + own.children_system
-
-
-def pkg(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "not installed"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
@@ -791,9 +701,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     top_n = max(args.requests, max(args.levels))
     sequence = [paths[i % len(paths)] for i in range(top_n)]
 
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    run = OUT_DIR / f"load-{stamp}"
-    run.mkdir(parents=True, exist_ok=True)
+    run = new_run("load")
     machine = machine_info()
     busy0, own0, t_run = *cpu_split(), time.perf_counter()
     machine.update(ocrserve=pkg("ocrserve"), uvicorn=pkg("uvicorn"), httpx=pkg("httpx"))
@@ -834,7 +742,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     notes = build_notes(args, machine, engines, servers, over)
     report, verdicts = render(args, machine, engines, servers, over, run_line, notes)
     raw = {
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "args": raw_args(args),
         "machine": machine,
         "engine_alone": engines,
         "servers": servers,
@@ -842,7 +750,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "verdicts": verdicts,
         "markdown": report,
     }
-    publish("load", run, raw, report, to_results=args.write_results, begin=BEGIN, end=END)
+    publish("load", run, raw, report, to_results=args.write_results)
     failed = (
         any("error" in e for e in engines.values())
         or any("error" in s for s in servers.values())

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.server
 import socket
@@ -78,12 +79,32 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-async def client_for(s: Settings, engine: Engine) -> AsyncIterator[httpx.AsyncClient]:
+async def client_for(
+    s: Settings, engine: Engine, *, tasks_up: bool = True
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the app in-process, its lifespan run. The task backend starts after the app
+    is ready; with ``tasks_up`` (the default) the client is handed over once ``/ready`` says it
+    is up, so a test's first task write meets a running store."""
     app = create_app(s, engine=engine)
     async with LifespanManager(app, startup_timeout=120, shutdown_timeout=120) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://ocr.test") as client:
+            if tasks_up:
+                await wait_ready_tasks(client, ("up", None))
             yield client
+
+
+async def wait_ready_tasks(
+    client: httpx.AsyncClient, states: tuple[str | None, ...], timeout: float = 60
+) -> dict[str, Any]:
+    """Poll ``/ready`` until its ``tasks`` (the task backend's state) is one of ``states``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        body: dict[str, Any] = (await client.get("/ready")).json()
+        if body.get("tasks") in states:
+            return body
+        assert time.monotonic() < deadline, body
+        await asyncio.sleep(0.02)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@
 Only ``__version__`` is imported with the package; every other name here loads its module on
 first use (PEP 562). So ``import ocrserve.client`` and ``import ocrserve.webhooks`` (all a
 webhook receiver needs) never import onnxruntime, OpenCV or pypdfium2, and a command that runs
-no engine starts quickly (tests/test_imports.py).
+no engine starts quickly (tests/test_startup.py).
 """
 
 from __future__ import annotations

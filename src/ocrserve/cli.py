@@ -124,6 +124,7 @@ def worker(
     except OCRServeError as e:
         raise _fail(e) from e
     from ocrserve.jobs.celery_app import run_burst, run_worker
+
     configure(settings.log_level, json_lines=settings.log_json)
     if burst:
         ran = run_burst(settings)

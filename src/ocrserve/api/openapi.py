@@ -20,6 +20,8 @@ _DESCRIPTIONS = {
     415: "Not a supported document format or request content type",
     422: "Invalid request: a bad option, field, URL or document",
     429: "Rate limited: wait `Retry-After` seconds",
+    501: "Not served by this deployment's profile (the task routes under "
+    "OCRSERVE_PROFILE=serverless): use the distributed mode",
     503: "Busy (queue full), storage unavailable, or shutting down: retry after `Retry-After`",
     504: "The request's deadline passed before its pages were read",
 }

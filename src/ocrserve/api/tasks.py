@@ -243,7 +243,7 @@ def task_router() -> APIRouter:
         # 422 also when this server runs no tasks
         responses={
             202: {"headers": _SUBMITTED_HEADERS},
-            **error_responses(*GUARDED, 409, 415, 422),
+            **error_responses(*GUARDED, 501, 409, 415, 422),
         },
         summary="Submit a document; 202 with a task id",
     )
@@ -312,7 +312,7 @@ def task_router() -> APIRouter:
             response_model=TaskView,
             responses={
                 200: {"headers": {"Retry-After": _POLL_HEADER}},
-                **error_responses(*GUARDED, 404, 422),
+                **error_responses(*GUARDED, 501, 404, 422),
             },
             summary="Task status",
         )
@@ -324,7 +324,7 @@ def task_router() -> APIRouter:
             responses={
                 200: {"description": "Cancelled: the queued task, now cancelled"},
                 204: {"description": "Purged: the finished task is gone"},
-                **error_responses(*GUARDED, 404, 409, 422),
+                **error_responses(*GUARDED, 501, 404, 409, 422),
             },
             summary="Cancel a queued task, purge a done one",
         )
@@ -334,7 +334,7 @@ def task_router() -> APIRouter:
     @router.get(
         "/admin/dead-letters",
         response_model=list[DeadLetter],
-        responses=error_responses(*GUARDED, 404, 422),
+        responses=error_responses(*GUARDED, 501, 404, 422),
         summary="Callbacks that could not be delivered (admin)",
     )
     async def dead_letters(service: AdminGuarded) -> JSONResponse:
@@ -345,7 +345,7 @@ def task_router() -> APIRouter:
         "/admin/dead-letters/{task_id}/replay",
         status_code=202,
         response_model=Replayed,
-        responses=error_responses(*GUARDED, 404, 422),
+        responses=error_responses(*GUARDED, 501, 404, 422),
         summary="Send a dead callback again (admin)",
     )
     async def replay(task_id: str, service: AdminGuarded) -> JSONResponse:

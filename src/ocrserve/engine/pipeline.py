@@ -117,6 +117,8 @@ class Engine:
         self._stages: dict[Precision, Stages] = {}
         self._build_lock = threading.Lock()
         self.stages(self.precision)
+        #: Whether :meth:`warmup` has run (a preloaded engine comes warmed up).
+        self.warmed = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Engine:
@@ -158,16 +160,22 @@ class Engine:
 
     @classmethod
     def preload(cls, settings: Settings) -> Future[tuple[Engine, int]]:
-        """Start :meth:`for_lanes` in a thread and return at once: onnxruntime builds its
-        sessions mostly outside the GIL, so a server imports its web stack meanwhile (about
-        0.2 s of a cold start on two cores; ``bench/coldstart.py``).
+        """Start :meth:`for_lanes` and :meth:`warmup` in a thread and return at once:
+        onnxruntime builds its sessions and runs mostly outside the GIL, so a server imports its
+        web stack meanwhile (0.2-0.3 s of a cold start on two cores; ``bench/coldstart.py``).
 
         >>> loading = Engine.preload(settings)   # doctest: +SKIP
         >>> engine, lanes = loading.result()     # re-raises what loading raised
         """
+
+        def load() -> tuple[Engine, int]:
+            engine, lanes = cls.for_lanes(settings)
+            engine.warmup()
+            return engine, lanes
+
         pool = ThreadPoolExecutor(1, thread_name_prefix="ocrserve-preload")
         try:
-            return pool.submit(cls.for_lanes, settings)
+            return pool.submit(load)
         finally:
             pool.shutdown(wait=False)  # the thread ends with its one job
 
@@ -306,11 +314,15 @@ class Engine:
         return results
 
     def warmup(self) -> float:
-        """Run every stage once on a synthetic page; returns the seconds it took."""
+        """Run every stage once on a synthetic page; returns the seconds it took (0 when it
+        has run before: once is what the runtime needs)."""
+        if self.warmed:
+            return 0.0
         t0 = time.perf_counter()
         img = np.full((64, 256, 3), 255, dtype=np.uint8)
         cv2.putText(img, "ocrserve 123", (8, 44), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (0, 0, 0), 2)
         self.run([Page(img)])
+        self.warmed = True
         return time.perf_counter() - t0
 
 

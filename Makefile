@@ -10,7 +10,7 @@ ENGINE  ?= podman
 IMAGE   ?= ocrserve
 BASE    ?= localhost/debian:bookworm
 
-.PHONY: install system-deps browser-deps prometheus-deps gateway-deps run sample test lint bench bench-load image image-test
+.PHONY: install system-deps browser-deps prometheus-deps gateway-deps run sample test lint bench bench-load bench-coldstart image image-test
 
 $(STAMP): pyproject.toml src/ocrserve/_version.py
 	$(PY) -m venv $(VENV)
@@ -69,6 +69,9 @@ bench: $(STAMP) system-deps
 
 bench-load: $(STAMP)
 	$(BIN)/python bench/load.py --write-results
+
+bench-coldstart: $(STAMP) system-deps
+	$(BIN)/python bench/coldstart.py --write-results
 
 # The container image, tagged $(IMAGE):$(VERSION) and :latest; not part of `make test` (minutes).
 # The default base is Debian bookworm made from Debian's mirror when missing (no registry needed:

@@ -94,6 +94,7 @@ PATHS = (
     "cli",
     "version",
     "import-client",
+    "import-client-only",
     "import-webhooks",
     "rapidocr",
     "tesseract",
@@ -134,6 +135,12 @@ SECONDS = (
     Metric("version", "wall_s", "`ocrserve --version`, spawn to exit"),
     Metric("import-client", "wall_s", '`python -c "import ocrserve.client"`, spawn to exit'),
     Metric("import-client", "import_s", "import ocrserve.client, in the child", 0.15),
+    Metric(
+        "import-client-only",
+        "import_s",
+        "import ocrserve.client, in the child, a client-only install's packages only",
+        0.15,
+    ),
     Metric("import-webhooks", "wall_s", '`python -c "import ocrserve.webhooks"`, spawn to exit'),
     Metric("import-webhooks", "import_s", "import ocrserve.webhooks, in the child"),
     Metric("rapidocr", "first_result_s", "spawn to first result of `RapidOCR()(IMAGE)`"),
@@ -173,8 +180,34 @@ def guarded(body: str, epilogue: str = "") -> str:
     return _START + guard + body + _REPORT.format(mark=MARK) + epilogue
 
 
-def import_child(module: str) -> str:
-    return f"""import time
+#: The packages of a client-only install (``pip install --no-deps ocrserve httpx tenacity``):
+#: an import-client-only child refuses every other non-stdlib package before it starts timing,
+#: as tests/test_startup.py does. (This venv has rich, which httpx imports for its own CLI
+#: when it is there: ~70 ms that a client-only install does not pay.)
+CLIENT_ONLY = (
+    "httpx", "httpcore", "h11", "h2", "hpack", "hyperframe", "anyio", "sniffio", "idna",
+    "certifi", "tenacity", "ocrserve", "typing_extensions", "exceptiongroup",
+)  # fmt: skip
+_CLIENT_ONLY_FINDER = f"""import importlib.abc
+import sys
+
+
+class _ClientOnly(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        top = name.split(".")[0]
+        if top in sys.stdlib_module_names or top in {CLIENT_ONLY!r} or top.startswith("_"):
+            return None
+        raise ImportError(f"not in a client-only install: {{name}}")
+
+
+sys.meta_path.insert(0, _ClientOnly())
+"""
+
+
+def import_child(module: str, *, client_only: bool = False) -> str:
+    return (
+        (_CLIENT_ONLY_FINDER if client_only else "")
+        + f"""import time
 
 t_main = time.perf_counter()
 import {module}
@@ -189,6 +222,7 @@ import json
 marks = {{"t_main": t_main, "import_s": t_imported - t_main, "modules": modules, "heavy": heavy}}
 print({MARK!r} + json.dumps(marks), flush=True)
 """
+    )
 
 
 LAMBDA_CHILD = guarded(
@@ -431,8 +465,8 @@ def measure_command(cmd: Sequence[str], log: Path, text: bool, fresh_data: bool)
     return out
 
 
-def measure_import(job: Job, tag: str, module: str) -> dict[str, Any]:
-    cmd = [sys.executable, "-c", import_child(module)]
+def measure_import(job: Job, tag: str, module: str, *, client_only: bool = False) -> dict[str, Any]:
+    cmd = [sys.executable, "-c", import_child(module, client_only=client_only)]
     done, t_spawn, t_exit = run_child(cmd, job.run / f"{tag}.log")
     marks = marks_of(done)
     out: dict[str, Any] = {
@@ -475,6 +509,8 @@ def measurer(path: str) -> Callable[[Job, str], dict[str, Any]] | None:
     if path == "version":
         cmd = [str(OCRSERVE_BIN), "--version"]
         return lambda job, tag: measure_command(cmd, job.run / f"{tag}.log", False, False)
+    if path == "import-client-only":
+        return lambda job, tag: measure_import(job, tag, "ocrserve.client", client_only=True)
     if path.startswith("import-"):
         module = f"ocrserve.{path.removeprefix('import-')}"
         return lambda job, tag: measure_import(job, tag, module)

@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""Engine benchmark: ocrserve (fp32, int8), RapidOCR and Tesseract side by side in one run.
+"""Engine benchmark: ocrserve (fp32, int8), faster-paddle (small, tiny), RapidOCR and Tesseract
+side by side in one run.
 
     python bench/engine.py                        # all peers, all sets, 3 rounds
     python bench/engine.py --limit 2 --rounds 1   # a quick check that everything runs
     python bench/engine.py --peers ocrserve-fp32,rapidocr --sets speed --rounds 5
+    python bench/engine.py --sets dense --rounds 3             # seconds per dense page only
+    python bench/engine.py --sets pdf_docs,pdf_docs_more --rounds 1   # accuracy only
     python bench/engine.py --write-results        # also update bench/RESULTS.md
 
 Every measurement runs in a fresh worker process (``--worker PEER --job FILE``, spawned by
@@ -13,15 +16,38 @@ this script), so no peer inherits another's imports, threads or memory:
   round (A1 B1 C1 A2 B2 C2 ...), so slow drifts in the load of a shared machine hit every peer
   alike. A worker OCRs the speed images one per call, sequentially; throughput is images over
   the summed call time (image decoding excluded), reported as the median over rounds.
+- dense pages: the same way (a fresh worker per peer and round, warmed up on the cold-start
+  image, peers alternating; every speed worker of a round first, then every dense one), each
+  worker OCRs the dense document pages one per call: the labelled pages of ``pdf_docs`` (the
+  IRS form, 5 pages) and ``pdf_docs_more`` (a 3-column Federal Register page, 6 pages of a
+  paper with charts and tables, a 4,922 x 9,297 px Chinese mind map), rendered once to PNG at
+  the label's ``render_dpi``. Seconds per dense page: each page's median over rounds, then the
+  median over the pages (issue 12's "seconds per dense page"). Their peak RSS is kept apart
+  from the speed set's.
 - accuracy: one more worker per peer OCRs the dev sets; ``../shared/eval/score.py`` scores
-  the predictions (page CER, micro, and bag-of-words F1).
+  the predictions (page CER, micro, and bag-of-words F1). The scorer's flags are per set
+  (``SCORE_FLAGS``); it has no per-item flags, so ``pdf_docs_more`` is scored as is and its
+  Chinese page is scored once more alone with ``--nospace`` (``ITEM_FLAGS``), in the notes.
 - cold start: every worker first OCRs one small image; cold start is the wall time from just
   before the spawn to that first result (interpreter, imports, model loading, first page),
   the median over all fresh workers of a peer. That first page also warms the engine up
   before anything is timed.
 
-Peers run with their default threading (all cores). Nothing here touches the network: the
-workers refuse any internet socket, so a peer that tries to download a model fails loudly.
+Every peer gets the same pixels: the image decoded once by ``load_bgr`` (PDF pages rendered
+once to PNG beforehand) outside the timed call. faster-paddle's ``OcrEngine.ocr`` takes only
+encoded image bytes (jpeg/png/webp/bmp/tiff/gif), no array and no path: its worker encodes the
+BGR array to an uncompressed 24-bit BMP (``FASTER_PADDLE_FORMAT``), also outside the timed call,
+and the call then includes only that format's decode, a copy of the pixels, where a PNG would
+add an inflate (tens of milliseconds on a dense page) to every call, while the others' decode
+is excluded. Its page text is the result's ``"text"`` (its reading-order reconstruction;
+``"structured_text"`` is its layout-preserving variant for screenshots and tables).
+
+Peers run with their default threading (all cores): faster-paddle ``threads=None`` resolves to
+the physical cores within the CPU affinity (``engine.config``, recorded in the raw data). Nothing
+here touches the network: the workers refuse any internet socket, so a peer that tries to
+download a model fails loudly. That guard is Python's ``socket`` module: faster-paddle is native
+(Rust, its own ONNX Runtime), and only its ``medium`` size downloads (small and tiny are bundled
+in the wheel; ``strace -e trace=socket,connect`` on building and running both saw no socket).
 Raw results (every latency, prediction and score) land in ``bench/out/``.
 """
 
@@ -38,7 +64,7 @@ import time
 from collections.abc import Callable, Sequence
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 # bench/ is not a package: running this file puts bench/ first on sys.path, so the harness
 # and the tables import as top-level modules.
@@ -52,6 +78,7 @@ from harness import (
     machine_info,
     new_run,
     percentile,
+    pkg,
     run_worker,
 )
 from tables import RESULTS_MD, comma_list, fmt, publish, raw_args, table_head, table_row
@@ -61,23 +88,47 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     Image = npt.NDArray[np.uint8]
-    Recognise = Callable[[Image], str]
 
-PEERS = ("ocrserve-fp32", "ocrserve-int8", "rapidocr", "tesseract")
+PEERS = (
+    "ocrserve-fp32",
+    "ocrserve-int8",
+    "faster-paddle-small",
+    "faster-paddle-tiny",
+    "rapidocr",
+    "tesseract",
+)
 BASELINE = "rapidocr"
+#: Issue 12's bar: throughput on the speed set is also shown as a ratio to this peer's.
+TARGET_PEER = "faster-paddle-small"
 SPEED = "speed"
+DENSE = "dense"
 DEV_SETS = (
     "sroie_receipts_en",
     "icdar2015_scene_en",
     "rects_signboards_zh",
     "tesseract_pages_en",
     "pdf_docs",
+    "funsd_forms_train_en",
+    "pdf_docs_more",
 )
-#: SROIE's ground truth is all upper case; Chinese has no spaces to score.
+#: The dev sets whose labelled PDF pages are the dense pages.
+DENSE_SOURCES = ("pdf_docs", "pdf_docs_more")
+#: SROIE's ground truth is all upper case; Chinese has no spaces to score; FUNSD's ground truth
+#: puts spaces inside tokens ("12 /10 /98").
 SCORE_FLAGS: dict[str, tuple[str, ...]] = {
     "sroie_receipts_en": ("--ignore-case",),
     "rects_signboards_zh": ("--nospace",),
+    "funsd_forms_train_en": ("--nospace",),
 }
+#: Items scored once more alone with other flags (score.py's flags are per run, not per item):
+#: pdf_docs_more mixes English pages with a Chinese one.
+ITEM_FLAGS: dict[str, dict[tuple[str, int], tuple[str, ...]]] = {
+    "pdf_docs_more": {("chem_notation_mindmap_zh.pdf", 1): ("--nospace",)},
+}
+#: What faster-paddle is fed: encoded bytes it must decode inside its call; BMP is a copy.
+FASTER_PADDLE_FORMAT = ".bmp"
+#: Rendering limits for the dev PDFs: ocrserve's defaults (40 MP a page) refuse the mind map.
+RENDER_MAX_PIXELS = 400_000_000
 COLD_IMAGE = "en_doc_paragraph.jpg"
 SPEED_SUFFIXES = (".jpg", ".jpeg", ".png")
 TESSERACT_LANG = "eng+chi_sim"
@@ -86,6 +137,20 @@ TESSERACT_LANG = "eng+chi_sim"
 # --------------------------------------------------------------------------- worker side
 # Everything heavy is imported inside the peer builders: those imports are part of a peer's
 # cold start, and the parent process never needs them.
+
+
+class Peer(NamedTuple):
+    """A built peer: ``prepare`` turns the decoded BGR image into what ``recognise`` takes
+    (outside the timed call), ``recognise`` returns the page text; ``info`` goes to the raw data
+    (a ``"log"`` :class:`LogTap` in it is read and removed at the end)."""
+
+    prepare: Callable[[Image], Any]
+    recognise: Callable[[Any], str]
+    info: dict[str, Any]
+
+
+def as_is(bgr: Image) -> Image:
+    return bgr
 
 
 class LogTap:
@@ -128,7 +193,7 @@ def load_bgr(path: Path) -> Image:
     return np.asarray(img, dtype=np.uint8)
 
 
-def build_ocrserve(precision: str) -> tuple[Recognise, dict[str, Any]]:
+def build_ocrserve(precision: str) -> Peer:
     from ocrserve.config import Settings
     from ocrserve.engine import Engine, ModelSet
     from ocrserve.engine.models import int8_path
@@ -154,10 +219,44 @@ def build_ocrserve(precision: str) -> tuple[Recognise, dict[str, Any]]:
     def recognise(bgr: Image) -> str:
         return engine.run([Page(bgr)])[0].text
 
-    return recognise, info
+    return Peer(as_is, recognise, info)
 
 
-def build_rapidocr() -> tuple[Recognise, dict[str, Any]]:
+def build_faster_paddle(size: str) -> Peer:
+    import cv2
+    import faster_paddle
+
+    engine = faster_paddle.OcrEngine(model_size=size)
+
+    def prepare(bgr: Image) -> bytes:
+        ok, buf = cv2.imencode(FASTER_PADDLE_FORMAT, bgr)
+        if not ok:
+            raise ValueError(f"cv2 could not encode a {bgr.shape} image as {FASTER_PADDLE_FORMAT}")
+        return buf.tobytes()
+
+    def recognise(data: bytes) -> str:
+        return str(engine.ocr(data)["text"])
+
+    # "ORT Build Info: git-branch=rel-1.28.0, git-commit-id=da9b5e3, ...": its own runtime.
+    build = dict(
+        part.strip().partition("=")[::2]
+        for part in str(getattr(faster_paddle, "__runtime_build__", "")).split(",")
+    )
+    runtime = build.get("ORT Build Info: git-branch", "unknown").removeprefix("rel-")
+    return Peer(
+        prepare,
+        recognise,
+        {
+            "version": version("faster-paddle"),
+            "model_size": size,
+            "input": FASTER_PADDLE_FORMAT.lstrip(".").upper(),
+            "config": dict(engine.config),
+            "runtime": runtime,
+        },
+    )
+
+
+def build_rapidocr() -> Peer:
     from rapidocr import RapidOCR
 
     log = LogTap("RapidOCR")
@@ -170,10 +269,10 @@ def build_rapidocr() -> tuple[Recognise, dict[str, Any]]:
         # What its users do: the lines in the order it returns them, one per line.
         return "\n".join(txts) if txts else ""
 
-    return recognise, {"version": version("rapidocr"), "log": log}
+    return Peer(as_is, recognise, {"version": version("rapidocr"), "log": log})
 
 
-def build_tesseract() -> tuple[Recognise, dict[str, Any]]:
+def build_tesseract() -> Peer:
     import cv2
     import pytesseract
 
@@ -181,16 +280,19 @@ def build_tesseract() -> tuple[Recognise, dict[str, Any]]:
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         return str(pytesseract.image_to_string(rgb, lang=TESSERACT_LANG)).strip()
 
-    return recognise, {
+    info = {
         "version": str(pytesseract.get_tesseract_version()),
         "lang": TESSERACT_LANG,
         "OMP_THREAD_LIMIT": os.environ.get("OMP_THREAD_LIMIT"),
     }
+    return Peer(as_is, recognise, info)
 
 
-def build_peer(peer: str) -> tuple[Recognise, dict[str, Any]]:
+def build_peer(peer: str) -> Peer:
     if peer.startswith("ocrserve-"):
         return build_ocrserve(peer.removeprefix("ocrserve-"))
+    if peer.startswith("faster-paddle-"):
+        return build_faster_paddle(peer.removeprefix("faster-paddle-"))
     if peer == "rapidocr":
         return build_rapidocr()
     if peer == "tesseract":
@@ -207,21 +309,24 @@ def worker(peer: str, job_path: Path, result_path: Path) -> int:
     t_main = time.time()
     forbid_network("bench/engine.py")
     job = json.loads(job_path.read_text(encoding="utf-8"))
-    recognise, info = build_peer(peer)
+    built = build_peer(peer)
     t_built = time.time()
-    recognise(load_bgr(Path(job["cold_image"])))
+    built.recognise(built.prepare(load_bgr(Path(job["cold_image"]))))
     t_first = time.time()
     rss_loaded = maxrss_mb(resource.RUSAGE_SELF)
 
     items = []
     t0 = time.perf_counter()
     for item in job["items"]:
-        bgr = load_bgr(Path(item["path"]))
+        # Decoding (and the peer's own input preparation) stays outside the timed call.
+        data = built.prepare(load_bgr(Path(item["path"])))
         start = time.perf_counter()
-        text = recognise(bgr)
+        text = built.recognise(data)
         items.append({**item, "seconds": time.perf_counter() - start, "text": text})
+        del data
     loop_s = time.perf_counter() - t0
 
+    info = built.info
     log = info.pop("log", None)
     result = {
         "peer": peer,
@@ -301,33 +406,73 @@ def speed_items(eval_dir: Path, limit: int | None) -> list[dict[str, Any]]:
     return [{"set": SPEED, "image": p.name, "path": str(p)} for p in paths[:limit]]
 
 
-def render_pdf(pdf: Path, dpi: int, dest: Path) -> tuple[dict[int, Path], str]:
-    """Render every page once to PNG, so that every peer reads the very same pixels."""
+def render_page(pdf: Path, dpi: int, page: int, dest: Path) -> tuple[Path, str, str | None]:
+    """Render one PDF page to PNG; returns the PNG, how it was rendered, and why ocrserve's
+    default decode limits refuse the file (None if they do not)."""
     dest.mkdir(parents=True, exist_ok=True)
-    out: dict[int, Path] = {}
+    out = dest / f"{pdf.stem}-p{page}-{dpi}dpi.png"
     try:
         from ocrserve.decode import DecodeLimits, decode_path
+        from ocrserve.errors import LimitExceededError
     except ImportError:
         import pypdfium2 as pdfium
 
         doc = pdfium.PdfDocument(str(pdf))
         try:
-            for n in range(len(doc)):
-                out[n + 1] = dest / f"{pdf.stem}-p{n + 1}-{dpi}dpi.png"
-                doc[n].render(scale=dpi / 72).to_pil().convert("RGB").save(out[n + 1])
+            doc[page - 1].render(scale=dpi / 72).to_pil().convert("RGB").save(out)
         finally:
             doc.close()
-        return out, f"pypdfium2 {version('pypdfium2')} at {dpi} dpi"
+        return out, f"pypdfium2 {version('pypdfium2')} at {dpi} dpi", None
     from PIL import Image as PILImage
 
-    for page in decode_path(pdf, DecodeLimits(pdf_dpi=dpi)).pages:
-        out[page.index] = dest / f"{pdf.stem}-p{page.index}-{dpi}dpi.png"
-        PILImage.fromarray(page.image[:, :, ::-1].copy()).save(out[page.index])
-    return out, f"ocrserve.decode.decode_path at {dpi} dpi"
+    refused = None
+    try:
+        # Only the pages' sizes are checked here; a page renders when its .image is read.
+        document = decode_path(pdf, DecodeLimits(pdf_dpi=dpi))
+    except LimitExceededError as e:
+        refused = f"{type(e).__name__}: {e}"
+        document = decode_path(pdf, DecodeLimits(pdf_dpi=dpi, max_pixels=RENDER_MAX_PIXELS))
+    (found,) = [p for p in document.pages if p.index == page]
+    PILImage.fromarray(found.image[:, :, ::-1].copy()).save(out)
+    how = f"ocrserve.decode.decode_path at {dpi} dpi"
+    return out, how, refused
+
+
+class PageRenderer:
+    """Renders each labelled PDF page once, to PNG, so that every peer reads the very same
+    pixels, and the dev sets and the dense pages share the files."""
+
+    def __init__(self, dest: Path, notes: list[str]) -> None:
+        self.dest, self.notes = dest, notes
+        self.done: dict[tuple[Path, int, int], Path] = {}
+        self.told: set[Path] = set()
+
+    def path(self, folder: Path, rec: dict[str, Any]) -> Path:
+        pdf, dpi, page = folder / rec["image"], int(rec.get("render_dpi", 200)), int(rec["page"])
+        key = (pdf, dpi, page)
+        if key not in self.done:
+            png, how, refused = render_page(pdf, dpi, page, self.dest)
+            if pdf not in self.told:
+                self.told.add(pdf)
+                self.notes.append(f"{pdf.name} rendered with {how}.")
+                if refused:
+                    self.notes.append(
+                        f"{pdf.name}: ocrserve's default decode limits refuse this file "
+                        f"({refused}), so `ocrserve` at its default settings would not read "
+                        f"it; the bench renders it with max_pixels={RENDER_MAX_PIXELS:,} and "
+                        "hands the pixels to every peer's engine."
+                    )
+            _check_size(png, rec, self.notes)
+            self.done[key] = png
+        return self.done[key]
 
 
 def dev_items(
-    eval_dir: Path, sets: Sequence[str], limit: int | None, run: Path, notes: list[str]
+    eval_dir: Path,
+    sets: Sequence[str],
+    limit: int | None,
+    run: Path,
+    pages: PageRenderer,
 ) -> tuple[list[dict[str, Any]], dict[str, Path]]:
     """The items of every dev set, and the labels file to score each set against."""
     items: list[dict[str, Any]] = []
@@ -342,19 +487,38 @@ def dev_items(
             write_jsonl(labels[name], records)
         else:
             labels[name] = path
-        rendered: dict[tuple[str, int], dict[int, Path]] = {}
         for rec in records:
             item = {"set": name, "image": rec["image"], "path": str(path.parent / rec["image"])}
             if rec.get("page") is not None:
-                key = (rec["image"], int(rec.get("render_dpi", 200)))
-                if key not in rendered:
-                    rendered[key], how = render_pdf(path.parent / key[0], key[1], run / "pages")
-                    notes.append(f"{key[0]} rendered with {how}.")
                 item["page"] = rec["page"]
-                item["path"] = str(rendered[key][rec["page"]])
-                _check_size(Path(item["path"]), rec, notes)
+                item["path"] = str(pages.path(path.parent, rec))
             items.append(item)
     return items, labels
+
+
+def dense_items(eval_dir: Path, limit: int | None, pages: PageRenderer) -> list[dict[str, Any]]:
+    """The dense document pages: every labelled PDF page of ``DENSE_SOURCES`` (first ``limit``
+    of each set)."""
+    items = []
+    for name in DENSE_SOURCES:
+        path = eval_dir / "dev" / name / "labels.jsonl"
+        for rec in read_jsonl(path)[:limit]:
+            if rec.get("page") is None:
+                continue
+            items.append(
+                {
+                    "set": DENSE,
+                    "source": name,
+                    "image": rec["image"],
+                    "page": rec["page"],
+                    "path": str(pages.path(path.parent, rec)),
+                }
+            )
+    return items
+
+
+def page_key(item: dict[str, Any]) -> str:
+    return f"{item['image']} p{item['page']}"
 
 
 def _check_size(png: Path, rec: dict[str, Any], notes: list[str]) -> None:
@@ -363,10 +527,34 @@ def _check_size(png: Path, rec: dict[str, Any], notes: list[str]) -> None:
     with PILImage.open(png) as im:
         size = im.size
     if rec.get("width") and size != (rec["width"], rec["height"]):
+        # A pixel either way is the rounding of points x dpi / 72 (ocrserve rounds up).
+        off = max(abs(size[0] - rec["width"]), abs(size[1] - rec["height"]))
         notes.append(
-            f"WARNING: {rec['image']} page {rec['page']} rendered {size[0]}x{size[1]}, "
-            f"labels say {rec['width']}x{rec['height']}."
+            ("" if off <= 1 else "WARNING: ")
+            + f"{rec['image']} page {rec['page']} rendered {size[0]}x{size[1]}, "
+            + f"labels say {rec['width']}x{rec['height']}"
+            + (" (rounding of the page size)." if off <= 1 else ".")
         )
+
+
+def run_score(pred: Path, labels: Path, flags: Sequence[str], eval_dir: Path) -> dict[str, Any]:
+    """score.py's JSON report of one predictions file against one labels file."""
+    report_path = pred.with_suffix(".score.json")
+    cmd = [
+        sys.executable,
+        str(eval_dir / "score.py"),
+        "--pred",
+        str(pred),
+        "--json",
+        str(report_path),
+        *flags,
+        str(labels),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"score.py failed on {pred}: {done.stderr.strip()}")
+    report: dict[str, Any] = json.loads(report_path.read_text(encoding="utf-8"))
+    return report
 
 
 def score(
@@ -378,31 +566,50 @@ def score(
         if it["set"] == name
     ]
     pred_path = run / "preds" / peer / f"{name}.jsonl"
-    report_path = pred_path.with_suffix(".score.json")
     write_jsonl(pred_path, preds)
-    cmd = [
-        sys.executable,
-        str(eval_dir / "score.py"),
-        "--pred",
-        str(pred_path),
-        "--json",
-        str(report_path),
-        *SCORE_FLAGS.get(name, ()),
-        str(labels),
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"score.py failed on {pred_path}: {done.stderr.strip()}")
-    report = json.loads(report_path.read_text(encoding="utf-8"))
+    flags = SCORE_FLAGS.get(name, ())
+    report = run_score(pred_path, labels, flags, eval_dir)
     summary: dict[str, Any] = report["sets"][name]["summary"]
-    summary["flags"] = list(SCORE_FLAGS.get(name, ()))
+    summary["flags"] = list(flags)
     summary["preds"] = str(pred_path)
+    # The items that need other flags than their set's, scored once more alone with them.
+    rescored = []
+    for (image, page), item_flags in ITEM_FLAGS.get(name, {}).items():
+        records = [r for r in read_jsonl(labels) if (r["image"], r.get("page")) == (image, page)]
+        in_set = [
+            it for it in report["sets"][name]["items"] if (it["image"], it["page"]) == (image, page)
+        ]
+        if not records or not in_set:
+            continue  # not in this (partial) run
+        stem = f"{Path(image).stem}-p{page}"
+        # score.py names a set after its labels' folder: keep the set's name.
+        one_labels = run / "item_labels" / stem / name / "labels.jsonl"
+        write_jsonl(one_labels, records)
+        one_pred = run / "preds" / peer / f"{name}-{stem}.jsonl"
+        write_jsonl(one_pred, [p for p in preds if (p["image"], p.get("page")) == (image, page)])
+        alone = run_score(one_pred, one_labels, item_flags, eval_dir)["sets"][name]["summary"]
+        rescored.append(
+            {
+                "image": image,
+                "page": page,
+                "flags": list(item_flags),
+                "cer": alone["cer"],
+                "bow_f1": alone["bow_f1"],
+                "cer_in_set": in_set[0]["cer"],
+            }
+        )
+    summary["rescored_items"] = rescored
     return summary
+
+
+def rss_mb(w: dict[str, Any]) -> float:
+    return float(w["peak_rss_self_mb"] + w["peak_rss_children_mb"])
 
 
 def summarise(peer: str, workers: list[dict[str, Any]]) -> dict[str, Any]:
     mine = [w for w in workers if w["peer"] == peer and "error" not in w]
     speed = [w for w in mine if w["kind"] == SPEED]
+    dense = [w for w in mine if w["kind"] == DENSE]
     out: dict[str, Any] = {"errors": [w for w in workers if w["peer"] == peer and "error" in w]}
     if speed:
         per_round = [len(w["items"]) / sum(it["seconds"] for it in w["items"]) for w in speed]
@@ -412,7 +619,20 @@ def summarise(peer: str, workers: list[dict[str, Any]]) -> dict[str, Any]:
             per_round_images_per_s=per_round,
             p50_ms=1000 * percentile(latencies, 0.50),
             p95_ms=1000 * percentile(latencies, 0.95),
-            peak_rss_mb=max(w["peak_rss_self_mb"] + w["peak_rss_children_mb"] for w in speed),
+            peak_rss_mb=max(rss_mb(w) for w in speed),
+        )
+    if dense:
+        rounds: dict[str, list[float]] = {}
+        for w in dense:
+            for it in w["items"]:
+                rounds.setdefault(page_key(it), []).append(it["seconds"])
+        per_page = {page: statistics.median(s) for page, s in rounds.items()}
+        out.update(
+            s_per_dense_page=statistics.median(per_page.values()),
+            dense_page_s=per_page,
+            dense_rounds_s=rounds,
+            dense_total_s_per_round=[sum(it["seconds"] for it in w["items"]) for w in dense],
+            dense_peak_rss_mb=max(rss_mb(w) for w in dense),
         )
     # A start that had to quantise the int8 models first measures the one-off quantisation,
     # not a start: leave it out of the median whenever a start with the cache exists.
@@ -431,6 +651,8 @@ def summarise(peer: str, workers: list[dict[str, Any]]) -> dict[str, Any]:
         out["int8_cache_existed"] = first["info"].get("int8_cache_existed")
         out["int8_first_start_s"] = first["cold_start_s"]
         out["int8_cold_from_warm_cache_only"] = bool(warm)
+    if mine:
+        out["info"] = mine[0]["info"]
     out["log_notes"] = sorted({n for w in mine for n in w["log_notes"]})
     return out
 
@@ -440,31 +662,36 @@ def render(
     summaries: dict[str, dict[str, Any]],
     scores: dict[str, dict[str, dict[str, Any]]],
     sets: Sequence[str],
+    dense: Sequence[dict[str, Any]],
     machine: dict[str, Any],
     run_line: str,
     notes: list[str],
 ) -> str:
     lines = [
-        "## Engine: ocrserve vs RapidOCR vs Tesseract",
+        "## Engine: ocrserve vs faster-paddle vs RapidOCR vs Tesseract",
         "",
-        machine_header(machine, ("rapidocr", "tesseract")),
+        machine_header(machine, ("faster-paddle", "rapidocr", "tesseract")),
         "",
         run_line,
         "",
     ]
-    dev = [s for s in sets if s != SPEED]
+    dev = [s for s in sets if s not in (SPEED, DENSE)]
+    target = TARGET_PEER if TARGET_PEER in peers else None
     head = [
         "peer",
         "images/s",
         f"ratio vs {BASELINE}",
+        *([f"ratio vs {target}"] if target else []),
         "p50 ms",
         "p95 ms",
+        "s / dense page",
         "peak RSS MB",
         "cold start s",
         *(f"{s} CER / F1 %" for s in dev),
     ]
     lines += table_head(head)
     base = summaries.get(BASELINE, {}).get("images_per_s")
+    bar = summaries.get(target, {}).get("images_per_s") if target else None
     for peer in peers:
         s = summaries[peer]
         ips = s.get("images_per_s")
@@ -473,8 +700,10 @@ def render(
             peer,
             fmt(ips, ".2f"),
             fmt(ratio, ".2f"),
+            *([fmt(ips / bar if ips is not None and bar else None, ".2f")] if target else []),
             fmt(s.get("p50_ms"), ".0f"),
             fmt(s.get("p95_ms"), ".0f"),
+            fmt(s.get("s_per_dense_page"), ".2f"),
             fmt(s.get("peak_rss_mb"), ".0f"),
             fmt(s.get("cold_start_s"), ".2f"),
         ]
@@ -484,34 +713,99 @@ def render(
         if s["errors"]:
             cells[0] += " (FAILED, see notes)"
         lines.append(table_row(cells))
+    if dense and any("dense_page_s" in summaries[p] for p in peers):
+        lines += ["", "Dense pages: seconds per page (median over rounds)", ""]
+        lines += table_head(["page", *peers])
+        for it in dense:
+            key = page_key(it)
+            lines.append(
+                table_row(
+                    [
+                        key,
+                        *(fmt(summaries[p].get("dense_page_s", {}).get(key), ".2f") for p in peers),
+                    ]
+                )
+            )
+        lines.append(
+            table_row(
+                [
+                    "**median over pages**",
+                    *(f"**{fmt(summaries[p].get('s_per_dense_page'), '.2f')}**" for p in peers),
+                ]
+            )
+        )
+        lines.append(
+            table_row(
+                ["peak RSS MB", *(fmt(summaries[p].get("dense_peak_rss_mb"), ".0f") for p in peers)]
+            )
+        )
     lines += ["", *(f"- {n}" for n in notes)]
     return "\n".join(lines) + "\n"
+
+
+def threads_note(summaries: dict[str, dict[str, Any]]) -> str:
+    fp = [
+        f"{peer} threads={cfg.get('threads')} (det {cfg.get('det_threads')}, "
+        f"{cfg.get('rec_workers')} rec workers x {cfg.get('rec_threads')})"
+        for peer, s in summaries.items()
+        if (cfg := s.get("info", {}).get("config"))
+    ]
+    return (
+        "Threads: every peer at its default, all cores: ocrserve intra_op_threads=0, "
+        + (
+            "faster-paddle threads=None (physical cores within the affinity), resolved to "
+            + ", ".join(fp)
+            + ", "
+            if fp
+            else ""
+        )
+        + "rapidocr intra_op_num_threads=-1 (onnxruntime chooses), tesseract OpenMP "
+        f"(OMP_THREAD_LIMIT={os.environ.get('OMP_THREAD_LIMIT', 'unset')})."
+    )
 
 
 def build_notes(
     peers: Sequence[str],
     summaries: dict[str, dict[str, Any]],
     scores: dict[str, dict[str, dict[str, Any]]],
+    dense: Sequence[dict[str, Any]],
     pre: list[str],
 ) -> list[str]:
     notes = [
         "images/s: images over the summed engine-call time (one image per call, sequential, "
-        "image decoding excluded), median over rounds; ratio vs rapidocr is the ratio of medians.",
+        f"image decoding excluded), median over rounds; ratio vs {BASELINE}"
+        + (f" and vs {TARGET_PEER}" if TARGET_PEER in peers else "")
+        + " are ratios of medians.",
         "p50/p95: per-image latency pooled over all rounds. Peak RSS: the worker's ru_maxrss "
         "at the end of the speed set (models and interpreter included), plus for tesseract "
         "its largest child process (RUSAGE_CHILDREN).",
         f"Cold start: spawn of a fresh worker to its first result on {COLD_IMAGE} (interpreter, "
         "imports, model loading, first page), median of every fresh worker of the peer.",
-        "Threads: every peer at its default, all cores: ocrserve intra_op_threads=0, rapidocr "
-        "intra_op_num_threads=-1 (onnxruntime chooses), tesseract OpenMP "
-        f"(OMP_THREAD_LIMIT={os.environ.get('OMP_THREAD_LIMIT', 'unset')}).",
+        threads_note(summaries),
         f"tesseract: pytesseract image_to_string, lang={TESSERACT_LANG}, default psm, one "
         "tesseract process per image. rapidocr: RapidOCR() defaults, page text = its lines in "
         "returned order joined by newlines.",
+        "faster-paddle: OcrEngine(model_size=small|tiny) defaults, page text = the result's "
+        '"text"; it takes encoded bytes only, so each decoded image is encoded to an '
+        f"uncompressed {FASTER_PADDLE_FORMAT.lstrip('.').upper()} outside the timed call, "
+        "and its call includes that format's decode (a copy), where the others get the "
+        "decoded array.",
         "Accuracy: page CER (micro) and bag-of-words F1 from shared/eval/score.py; "
         + ", ".join(f"{k} {' '.join(v)}" for k, v in SCORE_FLAGS.items())
         + ". Page CER on multi-column pages depends on reading order; compare F1 too.",
     ]
+    if dense:
+        n_docs = ", ".join(
+            f"{name} ({sum(1 for d in dense if d['source'] == name)})" for name in DENSE_SOURCES
+        )
+        notes.append(
+            f"s / dense page: seconds of one engine call on one dense document page ({n_docs} "
+            "pages, rendered once to PNG at the labels' render_dpi, decoding excluded as for "
+            "the speed set), each page's median over rounds, then the median over the "
+            f"{len(dense)} pages; a fresh worker per peer and round, warmed up on {COLD_IMAGE}, "
+            "after that round's speed workers, peers alternating. The speed table's peak RSS "
+            "excludes these pages; the dense table has their own."
+        )
     # ocrserve's Settings read OCRSERVE_* variables: any set here change its defaults.
     overrides = env_overrides()
     if overrides:
@@ -524,6 +818,15 @@ def build_notes(
             notes.append(
                 f"{peer}: images/s per round {rounds}; cold start median of "
                 f"{s['cold_start_n']} starts ({parts} s)."
+            )
+        if "dense_total_s_per_round" in s:
+            totals = ", ".join(f"{v:.1f}" for v in s["dense_total_s_per_round"])
+            notes.append(f"{peer}: dense pages, seconds for all pages per round {totals}.")
+        info = s.get("info", {})
+        if "runtime" in info:
+            notes.append(
+                f"{peer}: faster-paddle {info.get('version')} runs its own linked ONNX Runtime "
+                f"{info['runtime']}, not the Python onnxruntime."
             )
         if peer == "ocrserve-int8" and "int8_cache_existed" in s:
             if s["int8_cache_existed"]:
@@ -549,6 +852,24 @@ def build_notes(
         for name, sc in scores.get(peer, {}).items():
             if sc["missing"]:
                 notes.append(f"{peer} {name}: {sc['missing']} items had no prediction.")
+    rescored = [
+        (peer, name, r)
+        for peer in peers
+        for name, sc in scores.get(peer, {}).items()
+        for r in sc.get("rescored_items", [])
+    ]
+    for name in sorted({n for _, n, _ in rescored}):
+        mine = [(peer, r) for peer, n, r in rescored if n == name]
+        r0 = mine[0][1]
+        notes.append(
+            f"{name} is scored as one set without flags (score.py's flags are per run, not per "
+            f"item), so its CER counts spacing on {r0['image']} p{r0['page']}; that page alone "
+            f"with {' '.join(r0['flags'])}, CER (in the set): "
+            + ", ".join(
+                f"{peer} {100 * r['cer']:.1f}% ({100 * r['cer_in_set']:.1f}%)" for peer, r in mine
+            )
+            + "."
+        )
     ran = BASELINE in peers and not summaries[BASELINE]["errors"]
     if ran and not any(f"{BASELINE} log" in n for n in notes):
         notes.append("rapidocr: logged no warnings and no download attempt (models from wheel).")
@@ -556,7 +877,7 @@ def build_notes(
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    all_sets = (SPEED, *DEV_SETS)
+    all_sets = (SPEED, DENSE, *DEV_SETS)
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -570,9 +891,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--sets",
         default=",".join(all_sets),
         type=lambda v: comma_list(v, all_sets, "set"),
-        help=f"comma list, default all: {','.join(all_sets)}",
+        help=f"comma list, default all: {','.join(all_sets)} ({DENSE}: the dense pages of "
+        f"{' and '.join(DENSE_SOURCES)}, timed in rounds; the others after {DENSE}: accuracy)",
     )
-    ap.add_argument("--rounds", type=int, default=3, help="speed rounds per peer (default 3)")
+    ap.add_argument(
+        "--rounds", type=int, default=3, help="speed and dense rounds per peer (default 3)"
+    )
     ap.add_argument("--limit", type=int, default=None, help="first N images per set")
     ap.add_argument("--eval-dir", type=Path, default=DEFAULT_EVAL_DIR)
     ap.add_argument(
@@ -597,28 +921,37 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     eval_dir: Path = args.eval_dir.resolve()
     peers: list[str] = args.peers
-    sets = [s for s in (SPEED, *DEV_SETS) if s in args.sets]
+    sets = [s for s in (SPEED, DENSE, *DEV_SETS) if s in args.sets]
     run = new_run("engine")
     machine = machine_info()
+    machine["faster-paddle"] = pkg("faster-paddle")
     notes: list[str] = []
     if args.limit is not None:
         notes.append(f"PARTIAL RUN (--limit {args.limit}): not comparable with full runs.")
 
+    pages = PageRenderer(run / "pages", notes)
     speed = speed_items(eval_dir, args.limit) if SPEED in sets else []
-    dev, labels = dev_items(eval_dir, [s for s in sets if s != SPEED], args.limit, run, notes)
+    dense = dense_items(eval_dir, args.limit, pages) if DENSE in sets else []
+    dev_sets = [s for s in sets if s not in (SPEED, DENSE)]
+    dev, labels = dev_items(eval_dir, dev_sets, args.limit, run, pages)
     cold = eval_dir / SPEED / COLD_IMAGE
 
     def progress(w: dict[str, Any]) -> None:
         what = w.get("error") or f"cold start {w['cold_start_s']:.2f} s"
         if "error" not in w and w["kind"] == SPEED:
             what += f", {len(w['items']) / sum(i['seconds'] for i in w['items']):.2f} images/s"
+        if "error" not in w and w["kind"] == DENSE:
+            s = statistics.median(i["seconds"] for i in w["items"])
+            what += f", median {s:.2f} s per dense page"
         print(f"[engine] {w['tag']}: {what}", file=sys.stderr, flush=True)
 
     workers: list[dict[str, Any]] = []
-    for r in range(1, args.rounds + 1) if speed else ():
-        for peer in peers:
-            workers.append(spawn(peer, SPEED, speed, cold, run, f"{peer}-speed-r{r}"))
-            progress(workers[-1])
+    timed = [(kind, items) for kind, items in ((SPEED, speed), (DENSE, dense)) if items]
+    for r in range(1, args.rounds + 1) if timed else ():
+        for kind, items in timed:
+            for peer in peers:
+                workers.append(spawn(peer, kind, items, cold, run, f"{peer}-{kind}-r{r}"))
+                progress(workers[-1])
     scores: dict[str, dict[str, dict[str, Any]]] = {}
     for peer in peers:
         if not dev:
@@ -640,8 +973,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if speed
         else "no speed set"
     )
+    dense_line = (
+        f"{len(dense)} dense pages x {args.rounds} rounds (the same way)"
+        if dense
+        else "no dense pages"
+    )
     run_line = (
-        f"Run: {speed_line}; accuracy on {counts or 'no sets'}; "
+        f"Run: {speed_line}; {dense_line}; accuracy on {counts or 'no sets'}; "
         f"raw data `{run.relative_to(ROOT)}.json`."
     )
     report = render(
@@ -649,9 +987,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         summaries,
         scores,
         sets,
+        dense,
         machine,
         run_line,
-        build_notes(peers, summaries, scores, notes),
+        build_notes(peers, summaries, scores, dense, notes),
     )
     raw = {
         "args": raw_args(args),

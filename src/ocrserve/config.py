@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: The one tenant when API keys are off, and the owner of tasks made before there were tenants.
+#: The model tier of the built-in models (the rapidocr wheel ships PP-OCRv6 small).
+DEFAULT_TIER = "small"
 DEFAULT_TENANT = "default"
 #: A key's name is its tenant id: it goes into logs, the task table and cache keys.
 _KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -170,6 +172,12 @@ class Settings(BaseSettings):
     # Models and runtime
     model_dir: Path | None = Field(
         default=None, description="Folder of ONNX models; default: the rapidocr wheel's models."
+    )
+    model_tier: str = Field(
+        default=DEFAULT_TIER,
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$",
+        description="Which model set of OCRSERVE_MODEL_DIR: its manifest.<tier>.json (small: "
+        "also manifest.json, or the rapidocr wheel's built-in PP-OCRv6 small models).",
     )
     data_dir: Path = Field(default_factory=_default_data_dir)
     precision: Precision = "fp32"

@@ -1,10 +1,12 @@
 """Where the models are, whether they are the files we expect, and their int8 variants.
 
 By default the models are the ONNX files that the ``rapidocr`` wheel ships in its package
-folder; ``OCRSERVE_MODEL_DIR`` points at another folder instead. That folder may carry a
-``manifest.json`` (a list of ``{"task", "file", "sha256", "langs"}``) to describe models other
-than the built-in ones. Nothing here ever downloads: a missing or altered file is a
-:class:`~ocrserve.errors.ModelNotFoundError` naming the file, the folder and the expected hash.
+folder (PP-OCRv6 small); ``OCRSERVE_MODEL_DIR`` points at another folder instead. That folder
+describes its model sets in manifests, a list of ``{"task", "file", "sha256", "langs"}`` each:
+``manifest.<tier>.json`` per tier (``OCRSERVE_MODEL_TIER``: ``small``, ``tiny``, ``medium``, any
+name), and ``manifest.json`` as the ``small`` tier's. Nothing here ever downloads: a missing or
+altered file is a :class:`~ocrserve.errors.ModelNotFoundError` naming the file, the folder and
+the expected hash; a tier no manifest describes is one too, naming the manifests it looked for.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Literal
 
+from ocrserve.config import DEFAULT_TIER
 from ocrserve.errors import ModelError, ModelNotFoundError
 
 log = logging.getLogger(__name__)
@@ -112,9 +115,11 @@ class ModelSet:
     recs: tuple[ModelSpec, ...]
 
     @classmethod
-    def locate(cls, folder: Path | None = None, *, verify: bool = True) -> ModelSet:
+    def locate(
+        cls, folder: Path | None = None, *, tier: str = DEFAULT_TIER, verify: bool = True
+    ) -> ModelSet:
         folder = (folder or default_model_dir()).expanduser()
-        specs = _read_manifest(folder) if (folder / MANIFEST).is_file() else BUILTIN_MODELS
+        specs = _tier_specs(folder, tier)
         by_task: dict[str, list[ModelSpec]] = {"det": [], "cls": [], "rec": []}
         for spec in specs:
             by_task[spec.task].append(spec)
@@ -159,9 +164,35 @@ class ModelSet:
         return next((spec for spec in self.recs if code in spec.langs), None)
 
 
-def _read_manifest(folder: Path) -> tuple[ModelSpec, ...]:
+def manifest_name(tier: str) -> str:
+    return f"manifest.{tier}.json"
+
+
+def _tier_specs(folder: Path, tier: str) -> tuple[ModelSpec, ...]:
+    """The model set of ``tier`` in ``folder``: its ``manifest.<tier>.json``; for the default
+    tier also ``manifest.json``, or the built-in models where the folder describes none."""
+    candidates = [folder / manifest_name(tier)]
+    if tier == DEFAULT_TIER:
+        candidates.append(folder / MANIFEST)
+    for manifest in candidates:
+        if manifest.is_file():
+            return _read_manifest(manifest)
+    if tier == DEFAULT_TIER:  # the wheel's folder, or one holding the built-in files
+        return BUILTIN_MODELS
+    raise ModelNotFoundError(
+        f"no {tier!r} model set in {folder}: write {manifest_name(tier)} there (a list of "
+        '{"task": "det"|"cls"|"rec", "file", "sha256", "langs"}) next to its ONNX files, e.g. '
+        "PaddleX's PP-OCRv6 tiny models exported to ONNX; the built-in models are the "
+        f"{DEFAULT_TIER!r} tier",
+        path=folder / manifest_name(tier),
+        searched=folder,
+        expected_sha256=None,
+    )
+
+
+def _read_manifest(manifest: Path) -> tuple[ModelSpec, ...]:
     try:
-        raw = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        raw = json.loads(manifest.read_text(encoding="utf-8"))
         return tuple(
             ModelSpec(
                 task=item["task"],
@@ -172,7 +203,7 @@ def _read_manifest(folder: Path) -> tuple[ModelSpec, ...]:
             for item in raw
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise ModelError(f"cannot read {folder / MANIFEST}: {e}") from e
+        raise ModelError(f"cannot read {manifest}: {e}") from e
 
 
 def int8_path(source: Path, cache_dir: Path) -> Path:

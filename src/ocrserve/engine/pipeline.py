@@ -123,7 +123,7 @@ class Engine:
     @classmethod
     def from_settings(cls, settings: Settings) -> Engine:
         return cls(
-            ModelSet.locate(settings.model_dir),
+            ModelSet.locate(settings.model_dir, tier=settings.model_tier),
             runtime=RuntimeOptions(
                 intra_op_threads=settings.intra_op_threads, providers=settings.providers
             ),

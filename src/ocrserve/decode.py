@@ -25,7 +25,8 @@ import math
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import IO, Any, Final
@@ -487,30 +488,18 @@ def _corrupt(fmt: str, where: str, error: BaseException) -> CorruptFileError:
 
 def _decode_pdf(data: bytes, limits: DecodeLimits, where: str) -> Document:
     scale = limits.pdf_dpi / _POINTS_PER_INCH
-    with _PDFIUM_LOCK:
-        pdf = _open_pdf(data, where)
-        try:
-            total = len(pdf)
-            if total < 1:
-                raise CorruptFileError(f"{where}the PDF has no pages", reason="no pages")
-            sizes = []
-            for index in range(_pages_to_keep(total, limits)):
-                # From the page tree, without loading the page; /Rotate applied, as render()
-                # applies it, and the same rounding, so the checks see the bitmap's real size:
-                # a poster-sized page is refused before PDFium allocates gigabytes for it.
-                width_pt, height_pt = pdf.get_page_size(index)
-                sizes.append((math.ceil(width_pt * scale), math.ceil(height_pt * scale)))
-                _check_page(sizes[-1], limits, limits.max_pixels, where, page=index + 1)
-        except OCRServeError:
-            raise
-        except MemoryError:
-            raise
-        except Exception as e:
-            raise _corrupt("pdf", where, e) from e
-        finally:
-            # Explicitly, inside the lock: left to the garbage collector, pypdfium2's
-            # finalizers would call into PDFium from whichever thread happens to collect.
-            pdf.close()
+    with _pdf(data, where) as pdf:
+        total = len(pdf)
+        if total < 1:
+            raise CorruptFileError(f"{where}the PDF has no pages", reason="no pages")
+        sizes = []
+        for index in range(_pages_to_keep(total, limits)):
+            # From the page tree, without loading the page; /Rotate applied, as render()
+            # applies it, and the same rounding, so the checks see the bitmap's real size:
+            # a poster-sized page is refused before PDFium allocates gigabytes for it.
+            width_pt, height_pt = pdf.get_page_size(index)
+            sizes.append((math.ceil(width_pt * scale), math.ceil(height_pt * scale)))
+            _check_page(sizes[-1], limits, limits.max_pixels, where, page=index + 1)
     pages = tuple(
         Page.deferred(
             partial(_render_pdf_page, data, index, scale, where),
@@ -526,17 +515,25 @@ def _decode_pdf(data: bytes, limits: DecodeLimits, where: str) -> Document:
 def _render_pdf_page(data: bytes, index: int, scale: float, where: str) -> npt.NDArray[np.uint8]:
     """Render one page of a PDF whose limits were checked; the document is opened for it alone
     (well under a millisecond), so that nothing of PDFium is held between pages."""
+    with _pdf(data, where) as pdf:
+        # Without a form environment, filled-in AcroForm fields that carry no appearance
+        # stream render blank. (Only AcroForm: on XFA pypdfium2 logs a warning per call.)
+        if pdf.get_formtype() == pdfium.raw.FORMTYPE_ACRO_FORM:
+            pdf.init_forms()
+        return _render_page(pdf, index, scale, where)
+
+
+@contextmanager
+def _pdf(data: bytes, where: str) -> Iterator[pdfium.PdfDocument]:
+    """A PDF open for the body's use, under PDFium's lock. What the body raises that is not
+    ours (nor a MemoryError) reads as a corrupt PDF; the document is closed explicitly, inside
+    the lock: left to the garbage collector, pypdfium2's finalizers would call into PDFium from
+    whichever thread happens to collect."""
     with _PDFIUM_LOCK:
         pdf = _open_pdf(data, where)
         try:
-            # Without a form environment, filled-in AcroForm fields that carry no appearance
-            # stream render blank. (Only AcroForm: on XFA pypdfium2 logs a warning per call.)
-            if pdf.get_formtype() == pdfium.raw.FORMTYPE_ACRO_FORM:
-                pdf.init_forms()
-            return _render_page(pdf, index, scale, where)
-        except OCRServeError:
-            raise
-        except MemoryError:
+            yield pdf
+        except (OCRServeError, MemoryError):
             raise
         except Exception as e:
             raise _corrupt("pdf", where, e) from e

@@ -231,6 +231,56 @@ def test_a_table_above_two_columns_reads_row_by_row_then_column_by_column() -> N
     assert rows_of(texts, boxes) == [*table, *([t] for column in columns for t in column)]
 
 
+def test_lines_merged_across_the_gutter_do_not_end_the_columns() -> None:
+    # Between justified columns a few characters apart the detector sometimes returns one box
+    # for a line of the left column and the line beside it. Three such boxes in a row must
+    # not cut the columns into pieces: each is read where its left part belongs.
+    texts, boxes, columns = columns_page(2, n_rows=16)
+    merged = {6, 7, 8}
+    keep = [k for k, t in enumerate(texts) if int(t[3:]) not in merged]
+    texts, boxes = [texts[k] for k in keep], [boxes[k] for k in keep]
+    for r in sorted(merged):
+        right = columns_page(2, n_rows=16)[1][16 + r]
+        texts.append(f"c0r{r} c1r{r}")
+        boxes.append(box(60, 200 + r * PITCH, right[1][0] - 60, LINE_H))
+    left_column = [f"c0r{r} c1r{r}" if r in merged else f"c0r{r}" for r in range(16)]
+    right_column = [t for t in columns[1] if int(t[3:]) not in merged]
+    texts, boxes = shuffled(texts, boxes, seed=15)
+    assert blocks_of(texts, boxes) == [left_column, right_column]
+
+
+def test_boxes_padded_into_a_narrow_gutter_still_leave_two_columns() -> None:
+    # A 24 px gutter (1.2 line heights), and every third box of the left column runs 18 px
+    # into it, as detector boxes around justified text do: 6 px of the gutter stay clear.
+    texts: list[str] = []
+    boxes: list[Box] = []
+    columns: list[list[str]] = []
+    for c, x in enumerate((60.0, 544.0)):
+        column = []
+        for r in range(12):
+            width = 460.0 + (18.0 if c == 0 and r % 3 == 1 else 0.0)
+            if r == 5:
+                width *= 0.5  # a paragraph's last line
+            texts.append(f"c{c}r{r}")
+            boxes.append(box(x, 200 + r * PITCH, width, LINE_H))
+            column.append(f"c{c}r{r}")
+        columns.append(column)
+    texts, boxes = shuffled(texts, boxes, seed=16)
+    assert blocks_of(texts, boxes) == columns
+
+
+def test_a_footer_row_across_the_gutter_is_read_as_one_row_after_the_columns() -> None:
+    # A print footer below the columns: one item crosses the gutter, the others do not; the
+    # row must neither be split between the columns nor read in the middle of them.
+    texts, boxes, columns = columns_page(2)
+    footer = ["VerDate Sep<11>2014", "PO 00000", "06AUP1"]
+    texts += footer
+    boxes += [box(60, 590, 180, 18), box(500, 590, 100, 18), box(900, 590, 70, 18)]
+    texts, boxes = shuffled(texts, boxes, seed=17)
+    assert blocks_of(texts, boxes) == [*columns, footer]
+    assert rows_of(texts, boxes)[-1] == footer
+
+
 @pytest.mark.parametrize("degrees", [-4.0, -1.5, 2.0, 4.0])
 @pytest.mark.parametrize("page", [receipt, columns_page, form])
 def test_a_skewed_page_reads_like_a_straight_one(
@@ -417,11 +467,15 @@ def page_cer(
 
 # Measured with this module (and the naive order) when the thresholds were chosen:
 #   sroie_receipts_en 0.00% (0.32%), icdar2015_scene_en 8.82% (13.08%),
-#   pdf_docs 26.14% (34.48%), pdf_docs page 5 (two columns) 25.7% (58.6%).
-# Bounds leave about 2 points of margin; the naive order must stay worse.
+#   pdf_docs 26.14% (34.48%), pdf_docs page 5 (two columns) 25.7% (58.6%),
+#   funsd_forms_train_en 12.59% (14.53%; its truth reads rows, as this module does).
+# Bounds leave about 2 points of margin (1.4 on the forms, where the naive order is 2 points
+# worse); the naive order must stay worse. The multi-column pages of pdf_docs_more are tested
+# on fixtures below: their labelled order is not a reading order.
 REAL_SETS = [
     pytest.param("sroie_receipts_en", True, None, 0.005, id="receipts"),
     pytest.param("icdar2015_scene_en", False, None, 0.11, id="scene"),
+    pytest.param("funsd_forms_train_en", False, None, 0.14, id="forms"),
     pytest.param("pdf_docs", False, None, 0.29, id="pdf-form"),
     pytest.param("pdf_docs", False, 5, 0.28, id="pdf-two-columns"),
 ]
@@ -438,3 +492,92 @@ def test_page_cer_on_the_dev_labels(
     naive = page_cer(labels, naive_order_text, ignore_case=ignore_case, page=page)
     assert ours <= bound, f"{name}: page CER {ours:.4f} above {bound} (naive order {naive:.4f})"
     assert ours <= naive, f"{name}: page CER {ours:.4f} worse than the naive order {naive:.4f}"
+
+
+# --- real pages committed as fixtures (engine lines and text-layer lines, with golden text) ---
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def fixture_page(name: str, part: str) -> tuple[list[str], list[Box], str]:
+    """Texts, boxes and golden text of a page in tests/fixtures (see its README)."""
+    page = json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+    lines = page[part]["lines"]
+    texts = [x["text"] for x in lines]
+    boxes: list[Box] = [tuple(tuple(p) for p in x["box"]) for x in lines]  # type: ignore[misc]
+    return texts, boxes, page["golden_text"]
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance of two strings (Myers' bit-vector algorithm, Hyyrö's form)."""
+    if len(a) < len(b):
+        a, b = b, a
+    m = len(b)
+    if m == 0:
+        return len(a)
+    masks: dict[str, int] = {}
+    for i, ch in enumerate(b):
+        masks[ch] = masks.get(ch, 0) | (1 << i)
+    full, last = (1 << m) - 1, 1 << (m - 1)
+    vp, vn, dist = full, 0, m
+    for ch in a:
+        eq = masks.get(ch, 0)
+        d0 = ((((eq & vp) + vp) ^ vp) | eq | vn) & full
+        hp = (vn | ~(d0 | vp)) & full
+        hn = vp & d0
+        if hp & last:
+            dist += 1
+        elif hn & last:
+            dist -= 1
+        hp = ((hp << 1) | 1) & full
+        hn = (hn << 1) & full
+        vp = (hn | ~(d0 | hp)) & full
+        vn = hp & d0
+    return dist
+
+
+def text_cer(golden: str, text: str) -> float:
+    """Page CER as the project's scorer counts it (without needing it: fixtures stand alone)."""
+    ref = _normalise(golden, ignore_case=False)
+    return edit_distance(ref, _normalise(text, ignore_case=False)) / len(ref)
+
+
+# Measured: engine lines 5.75% (before the gutter, bridge and footer fixes: 75.6%; naive
+# order 79.5%), text-layer lines 3.82% (74.2%; naive 78.9%). What is left is the masthead
+# (read at the top of the first and third columns, the golden text has it after the notice
+# box) and, for the engine, recognition (2.9% with the lines in the golden order).
+@pytest.mark.parametrize(("part", "bound"), [("engine", 0.065), ("text_layer", 0.045)])
+def test_a_three_column_page_reads_column_by_column(part: str, bound: float) -> None:
+    # Federal Register page 47698: three justified columns 16-18 px apart (0.6 line heights
+    # of the detector's boxes), a masthead, a boxed notice, a print footer.
+    texts, boxes, golden = fixture_page("federal_register_85fr47698_p1.json", part)
+    texts, boxes = shuffled(texts, boxes, seed=18)
+    blocks = blocks_of(texts, boxes)
+
+    def block_of(line: str) -> int:
+        [found] = [b for b, block in enumerate(blocks) if any(t.startswith(line) for t in block)]
+        return found
+
+    columns = [
+        ("This section of the FEDERAL REGISTER", "methods:"),
+        ("• Federal eRulemaking Portal: Go to", "reference a specific portion of the"),
+        ("proposal, explain the reason for any", "accident after takeoff from Soekarno-"),
+    ]
+    at = [(block_of(top), block_of(bottom)) for top, bottom in columns]
+    assert all(top == bottom for top, bottom in at), at  # each column is one block...
+    assert [top for top, _ in at] == sorted({top for top, _ in at}), at  # ...left to right
+    cer = text_cer(golden, page_text(texts, boxes))
+    naive = text_cer(golden, naive_order_text(texts, boxes))
+    assert cer <= bound, f"page CER {cer:.4f} above {bound} (naive order {naive:.4f})"
+
+
+def test_a_form_page_is_not_cut_into_text_columns() -> None:
+    # IRS Form 1040-NR page 1 as the engine reads it: long instruction lines cross the middle
+    # of the form between label and field columns that hold a few long lines each. Reading
+    # it row by row gives 22.9% against the golden text (which reads the form's columns one
+    # after another, see the fixture); cutting it into two text columns gave 37-48%.
+    texts, boxes, golden = fixture_page("irs_f1040nr_p1.json", "engine")
+    texts, boxes = shuffled(texts, boxes, seed=19)
+    cer = text_cer(golden, page_text(texts, boxes))
+    assert cer <= 0.25, f"page CER {cer:.4f}"
+    assert len(reading_order(boxes)) == 1  # one block, read row by row

@@ -127,6 +127,9 @@ ITEM_FLAGS: dict[str, dict[tuple[str, int], tuple[str, ...]]] = {
 }
 #: What faster-paddle is fed: encoded bytes it must decode inside its call; BMP is a copy.
 FASTER_PADDLE_FORMAT = ".bmp"
+#: faster-paddle's other page text, scored in the notes: its layout-preserving reconstruction
+#: (rows of a monospace grid, panes split at vertical gaps) reads in another order than "text".
+FASTER_PADDLE_ALT = ("structured_text",)
 #: Rendering limits for the dev PDFs: ocrserve's defaults (40 MP a page) refuse the mind map.
 RENDER_MAX_PIXELS = 400_000_000
 COLD_IMAGE = "en_doc_paragraph.jpg"
@@ -141,11 +144,12 @@ TESSERACT_LANG = "eng+chi_sim"
 
 class Peer(NamedTuple):
     """A built peer: ``prepare`` turns the decoded BGR image into what ``recognise`` takes
-    (outside the timed call), ``recognise`` returns the page text; ``info`` goes to the raw data
-    (a ``"log"`` :class:`LogTap` in it is read and removed at the end)."""
+    (outside the timed call), ``recognise`` returns the page text, or a dict of its page texts
+    (``"text"``, the one the tables score, and alternatives scored in the notes); ``info`` goes
+    to the raw data (a ``"log"`` :class:`LogTap` in it is read and removed at the end)."""
 
     prepare: Callable[[Image], Any]
-    recognise: Callable[[Any], str]
+    recognise: Callable[[Any], str | dict[str, str]]
     info: dict[str, Any]
 
 
@@ -234,8 +238,9 @@ def build_faster_paddle(size: str) -> Peer:
             raise ValueError(f"cv2 could not encode a {bgr.shape} image as {FASTER_PADDLE_FORMAT}")
         return buf.tobytes()
 
-    def recognise(data: bytes) -> str:
-        return str(engine.ocr(data)["text"])
+    def recognise(data: bytes) -> dict[str, str]:
+        result = engine.ocr(data)
+        return {"text": str(result["text"]), **{k: str(result[k]) for k in FASTER_PADDLE_ALT}}
 
     # "ORT Build Info: git-branch=rel-1.28.0, git-commit-id=da9b5e3, ...": its own runtime.
     build = dict(
@@ -321,8 +326,12 @@ def worker(peer: str, job_path: Path, result_path: Path) -> int:
         # Decoding (and the peer's own input preparation) stays outside the timed call.
         data = built.prepare(load_bgr(Path(item["path"])))
         start = time.perf_counter()
-        text = built.recognise(data)
-        items.append({**item, "seconds": time.perf_counter() - start, "text": text})
+        out = built.recognise(data)
+        seconds = time.perf_counter() - start
+        texts = {"text": out} if isinstance(out, str) else dict(out)
+        items.append({**item, "seconds": seconds, "text": texts.pop("text")})
+        if texts:
+            items[-1]["alt_texts"] = texts
         del data
     loop_s = time.perf_counter() - t0
 
@@ -768,6 +777,7 @@ def build_notes(
     peers: Sequence[str],
     summaries: dict[str, dict[str, Any]],
     scores: dict[str, dict[str, dict[str, Any]]],
+    alt_scores: dict[str, dict[str, dict[str, dict[str, Any]]]],
     dense: Sequence[dict[str, Any]],
     pre: list[str],
 ) -> list[str]:
@@ -786,7 +796,8 @@ def build_notes(
         "tesseract process per image. rapidocr: RapidOCR() defaults, page text = its lines in "
         "returned order joined by newlines.",
         "faster-paddle: OcrEngine(model_size=small|tiny) defaults, page text = the result's "
-        '"text"; it takes encoded bytes only, so each decoded image is encoded to an '
+        '"text" (its "structured_text", another reading order, is scored in the notes below); '
+        "it takes encoded bytes only, so each decoded image is encoded to an "
         f"uncompressed {FASTER_PADDLE_FORMAT.lstrip('.').upper()} outside the timed call, "
         "and its call includes that format's decode (a copy), where the others get the "
         "decoded array.",
@@ -852,6 +863,15 @@ def build_notes(
         for name, sc in scores.get(peer, {}).items():
             if sc["missing"]:
                 notes.append(f"{peer} {name}: {sc['missing']} items had no prediction.")
+        for alt, per_set in alt_scores.get(peer, {}).items():
+            notes.append(
+                f"{peer} scored on its {alt} instead of its text (same calls), CER / F1 %: "
+                + ", ".join(
+                    f"{name} {100 * sc['cer']:.1f} / {100 * sc['bow_f1']:.1f}"
+                    for name, sc in per_set.items()
+                )
+                + "."
+            )
     rescored = [
         (peer, name, r)
         for peer in peers
@@ -953,6 +973,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 workers.append(spawn(peer, kind, items, cold, run, f"{peer}-{kind}-r{r}"))
                 progress(workers[-1])
     scores: dict[str, dict[str, dict[str, Any]]] = {}
+    # A peer's other page texts (faster-paddle's structured_text): peer -> text -> set -> score.
+    alt_scores: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
     for peer in peers:
         if not dev:
             break
@@ -963,6 +985,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             scores[peer] = {
                 name: score(peer, name, w["items"], labels[name], eval_dir, run) for name in labels
             }
+            for alt in sorted({k for it in w["items"] for k in it.get("alt_texts", {})}):
+                alt_items = [
+                    {**it, "text": it.get("alt_texts", {}).get(alt, "")} for it in w["items"]
+                ]
+                alt_scores.setdefault(peer, {})[alt] = {
+                    name: score(f"{peer}.{alt}", name, alt_items, labels[name], eval_dir, run)
+                    for name in labels
+                }
     machine["loadavg_end"] = os.getloadavg()[0]
 
     summaries = {peer: summarise(peer, workers) for peer in peers}
@@ -990,13 +1020,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         dense,
         machine,
         run_line,
-        build_notes(peers, summaries, scores, dense, notes),
+        build_notes(peers, summaries, scores, alt_scores, dense, notes),
     )
     raw = {
         "args": raw_args(args),
         "machine": machine,
         "summaries": summaries,
         "scores": scores,
+        "alt_scores": alt_scores,
         "workers": workers,
         "markdown": report,
     }

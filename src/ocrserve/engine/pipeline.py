@@ -26,7 +26,7 @@ from ocrserve.config import Settings
 from ocrserve.engine.cls import AngleClassifier, ClsOptions
 from ocrserve.engine.det import DetOptions, DetResult, TextDetector
 from ocrserve.engine.models import ModelSet, ModelSpec, ensure_int8
-from ocrserve.engine.rec import RecOptions, TextRecognizer
+from ocrserve.engine.rec import RecOptions, RecResult, TextRecognizer
 from ocrserve.engine.session import CPU, OrtSession, RuntimeOptions, resolve_providers
 from ocrserve.errors import EngineError, LanguageNotInstalledError, OptionError
 from ocrserve.layout import join_text, reading_order
@@ -272,13 +272,7 @@ class Engine:
                 del img
             detected.append(found)
 
-        cls_elapsed = 0.0
-        if opts.use_cls and crops:
-            turned = stages.cls(crops)
-            crops, cls_elapsed = turned.images, turned.elapsed
-        recognised = stages.recs[rec_file](crops)
-        if len(recognised.texts) != len(crops):
-            raise EngineError(f"{len(recognised.texts)} texts for {len(crops)} crops")
+        recognised, cls_elapsed = self._read(crops, stages, rec_file, opts.use_cls)
 
         # Batched stages' time is shared out by each page's share of the crops' pixels.
         work = np.zeros(len(pages))
@@ -312,6 +306,38 @@ class Engine:
         if len(results) != len(pages):
             raise EngineError(f"{len(results)} results for {len(pages)} pages")
         return results
+
+    def _read(
+        self, crops: list[U8], stages: Stages, rec_file: str, use_cls: bool
+    ) -> tuple[RecResult, float]:
+        """Turn and read the crops; returns what was read and the classifier's seconds.
+
+        With ``ClsOptions.verify`` a crop the classifier turns is read both ways and keeps
+        the turn only where the turned reading is the more confident, by ``verify_margin``
+        (see ``ClsOptions``).
+        """
+        rec = stages.recs[rec_file]
+        if not (use_cls and crops):
+            recognised = rec(crops)
+            cls_elapsed = 0.0
+        else:
+            turned = stages.cls(crops)
+            cls_elapsed = turned.elapsed
+            recognised = rec(turned.images)
+            flipped = [k for k, f in enumerate(turned.flipped) if f]
+            if flipped and self.cls_options.verify:
+                as_is = rec([crops[k] for k in flipped])
+                texts, confs = list(recognised.texts), list(recognised.confidences)
+                margin = self.cls_options.verify_margin
+                for k, text, conf in zip(flipped, as_is.texts, as_is.confidences, strict=True):
+                    if conf + margin >= confs[k]:
+                        texts[k], confs[k] = text, conf
+                recognised = RecResult(
+                    tuple(texts), tuple(confs), recognised.elapsed + as_is.elapsed
+                )
+        if len(recognised.texts) != len(crops):
+            raise EngineError(f"{len(recognised.texts)} texts for {len(crops)} crops")
+        return recognised, cls_elapsed
 
     def warmup(self) -> float:
         """Run every stage once on a synthetic page; returns the seconds it took (0 when it

@@ -199,6 +199,10 @@ class Settings(BaseSettings):
     det_thresh: float = Field(default=0.3, gt=0.0, lt=1.0)
     det_box_thresh: float = Field(default=0.5, gt=0.0, lt=1.0)
     det_unclip_ratio: float = Field(default=1.6, gt=0.0)
+    #: The detector's first, cheap pass on large pages (long side, px; 0: off) and the height
+    #: of the smallest lines it must see to be the answer (DetOptions.probe_side, text_height).
+    det_probe_side: int = Field(default=1024, ge=0)
+    det_text_height: float = Field(default=12.0, gt=0.0)
 
     # Classification and recognition
     cls_batch_size: int = Field(default=32, ge=1)

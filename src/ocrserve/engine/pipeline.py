@@ -134,6 +134,8 @@ class Engine:
                 thresh=settings.det_thresh,
                 box_thresh=settings.det_box_thresh,
                 unclip_ratio=settings.det_unclip_ratio,
+                probe_side=settings.det_probe_side,
+                text_height=settings.det_text_height,
             ),
             cls=ClsOptions(batch_size=settings.cls_batch_size),
             rec=RecOptions(batch_size=settings.rec_batch_size),

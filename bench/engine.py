@@ -200,7 +200,7 @@ def load_bgr(path: Path) -> Image:
 def build_ocrserve(precision: str) -> Peer:
     from ocrserve.config import Settings
     from ocrserve.engine import Engine, ModelSet
-    from ocrserve.engine.models import int8_path
+    from ocrserve.engine.quantize import int8_path
     from ocrserve.types import Page
 
     settings = Settings(precision=precision)  # type: ignore[arg-type]
@@ -210,7 +210,7 @@ def build_ocrserve(precision: str) -> Peer:
         # build the cache is not comparable with the others: record which kind this one was.
         models = ModelSet.locate(settings.model_dir, verify=False)
         cache = settings.data_dir / "models"
-        targets = [int8_path(models.path(s), cache) for s in (models.det, *models.recs)]
+        targets = [int8_path(models.path(s), cache) for s in models.recs]
         info["int8_cache_existed"] = all(
             t.is_file() and t.with_suffix(".sha256").is_file() for t in targets
         )

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from ocrserve import Engine, ModelError, ModelNotFoundError, ModelSet
-from ocrserve.engine.models import BUILTIN_MODELS, default_model_dir, ensure_int8, sha256_of
+from ocrserve.engine.models import BUILTIN_MODELS, default_model_dir, sha256_of
+from ocrserve.engine.quantize import ensure_int8
 
 
 def copy_models(tmp_path: Path) -> Path:

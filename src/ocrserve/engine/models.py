@@ -1,4 +1,4 @@
-"""Where the models are, whether they are the files we expect, and their int8 variants.
+"""Where the models are and whether they are the files we expect (int8 variants: quantize.py).
 
 By default the models are the ONNX files that the ``rapidocr`` wheel ships in its package
 folder (PP-OCRv6 small); ``OCRSERVE_MODEL_DIR`` points at another folder instead. That folder
@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
@@ -24,11 +21,8 @@ from typing import Literal
 from ocrserve.config import DEFAULT_TIER
 from ocrserve.errors import ModelError, ModelNotFoundError
 
-log = logging.getLogger(__name__)
-
 Task = Literal["det", "cls", "rec"]
 MANIFEST = "manifest.json"
-INT8_SUFFIX = ".int8.onnx"
 
 #: What the PP-OCRv6 small recogniser reads (RapidOCR 3.10's model table for it).
 PPOCRV6_LANGS: tuple[str, ...] = (
@@ -204,45 +198,3 @@ def _read_manifest(manifest: Path) -> tuple[ModelSpec, ...]:
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise ModelError(f"cannot read {manifest}: {e}") from e
-
-
-def int8_path(source: Path, cache_dir: Path) -> Path:
-    """The int8 variant of ``source``: next to it when that folder is writable, else in cache."""
-    name = source.name.removesuffix(".onnx") + INT8_SUFFIX
-    if os.access(source.parent, os.W_OK):
-        return source.parent / name
-    return cache_dir / name
-
-
-def ensure_int8(source: Path, source_sha256: str, cache_dir: Path) -> Path:
-    """Quantise ``source`` once (dynamic, MatMul only) and return the cached int8 model.
-
-    Only MatMul is quantised: on this model family that measured 1.2-1.3x faster recognition
-    with 0.1-0.2% of characters changed, while quantising every op was slower (the int8
-    convolutions have no fast kernels here) and changed 5% of characters. A sidecar file holds
-    the source's hash, so a new source model or a half-written cache is rebuilt, never used.
-    """
-    target = int8_path(source, cache_dir)
-    stamp = target.with_suffix(".sha256")
-    if target.is_file() and stamp.is_file():
-        src_hash, _, out_hash = stamp.read_text().partition(" ")
-        if src_hash == source_sha256 and out_hash.strip() == sha256_of(target):
-            return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    log.info("quantising %s to int8 (once; cached at %s)", source.name, target)
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    # Write to a temporary name and rename: a crash mid-write or two processes quantising at
-    # once can never leave a truncated model under the real name.
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, suffix=".onnx.tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        quantize_dynamic(source, tmp, op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
-        out_hash = sha256_of(tmp)
-        tmp.replace(target)
-        stamp.write_text(f"{source_sha256} {out_hash}\n")
-    except Exception as e:
-        tmp.unlink(missing_ok=True)
-        raise ModelError(f"int8 quantisation of {source} failed: {e}") from e
-    return target

@@ -25,7 +25,8 @@ import numpy.typing as npt
 from ocrserve.config import Settings
 from ocrserve.engine.cls import AngleClassifier, ClsOptions
 from ocrserve.engine.det import DetOptions, DetResult, TextDetector
-from ocrserve.engine.models import ModelSet, ModelSpec, ensure_int8
+from ocrserve.engine.models import ModelSet, ModelSpec
+from ocrserve.engine.quantize import ensure_int8
 from ocrserve.engine.rec import RecOptions, RecResult, TextRecognizer
 from ocrserve.engine.session import CPU, OrtSession, RuntimeOptions, resolve_providers
 from ocrserve.errors import EngineError, LanguageNotInstalledError, OptionError

@@ -10,8 +10,11 @@ import numpy.typing as npt
 import pytest
 
 from ocrserve import Engine, OCROptions, OptionError, Page, decode_path
+from ocrserve.engine.heap import HeapTrimmer, release_free_heap, resident_bytes
 from ocrserve.engine.pipeline import PixelBudget
-from ocrserve.errors import CorruptFileError, LanguageNotInstalledError
+from ocrserve.engine.rec import RecOptions, TextRecognizer
+from ocrserve.engine.session import OrtSession, RuntimeOptions
+from ocrserve.errors import CorruptFileError, LanguageNotInstalledError, ModelError
 
 from .conftest import FIXTURES, cer
 
@@ -169,6 +172,70 @@ def test_grey_pages_are_accepted_and_bad_arrays_refused(engine: Engine) -> None:
         engine.run([Page(np.zeros((10, 10, 3), np.float32))])  # type: ignore[arg-type]
     with pytest.raises(OptionError, match="HxWx3"):
         engine.run([Page(np.zeros((10, 10, 2), np.uint8))])
+
+
+def test_the_recogniser_returns_best_classes_not_the_whole_softmax(engine: Engine) -> None:
+    # Issue 12 item 5: the recogniser's graph ends in ArgMax and ReduceMax, so a batch returns
+    # (batch, steps) indices and probabilities instead of (batch, steps, 18,710) floats; they
+    # are exactly what the full softmax's argmax and max are.
+    [rec] = engine.stages("fp32").recs.values()
+    assert rec.session.argmax and rec.session.classes == len(rec.charset) == 18710
+    crops = _line_crops(engine, "zh_doc_certificate.jpeg")[:4]
+    width = max(rec._padded(c) for c in crops)
+    batch = np.zeros((len(crops), 3, 48, width), dtype=np.float32)
+    for j, c in enumerate(crops):
+        img = rec._resize(c)
+        batch[j, :, :, : img.shape[1]] = img.transpose(2, 0, 1)
+    best, top = rec.session.run_argmax(batch)
+    assert best.shape == top.shape == (len(crops), width // 8)
+    assert best.dtype == np.int64 and top.dtype == np.float32
+
+    full = OrtSession(rec.session.path, RuntimeOptions(intra_op_threads=2))
+    probs = full.run(batch)
+    assert probs.shape == (len(crops), width // 8, 18710)
+    np.testing.assert_array_equal(best, probs.argmax(axis=2))
+    np.testing.assert_array_equal(top, probs.max(axis=2))
+    with pytest.raises(ModelError, match="argmax=True"):
+        TextRecognizer(full, RecOptions())
+
+
+def test_sessions_run_on_an_arena_shrunk_after_every_run(engine: Engine) -> None:
+    # Issue 12 item 5: without the arena a run at a new shape fragmented the heap (484 MB
+    # for one wide recogniser batch); with it, unshrunk, the largest run stays for good.
+    stages = engine.stages("fp32")
+    for session in (
+        stages.det.session,
+        stages.cls.session,
+        *(r.session for r in stages.recs.values()),
+    ):
+        assert session._session.get_session_options().enable_cpu_mem_arena
+        assert session._run.get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"
+
+
+def test_the_heap_is_trimmed_only_after_growing_by_its_slack() -> None:
+    assert release_free_heap()  # glibc, as on every machine this service runs on
+    rss = resident_bytes()
+    assert rss is not None and rss > 0
+    eager, lazy = HeapTrimmer(slack=0), HeapTrimmer(slack=1 << 50)
+    assert eager.maybe_trim() and eager.maybe_trim() and eager.trims == 2
+    assert not lazy.maybe_trim() and lazy.trims == 0
+
+
+def test_the_engine_trims_the_heap_after_a_large_call(engine: Engine) -> None:
+    before = engine.heap.trims
+    engine.heap._floor = 0  # as if the last trim left the process at nothing
+    engine.run([page("en_line_long_text.jpg")])
+    assert engine.heap.trims == before + 1
+    engine.run([page("en_line_long_text.jpg")])  # a small call after it: no trim
+    assert engine.heap.trims == before + 1
+
+
+def _line_crops(engine: Engine, name: str) -> list[npt.NDArray[np.uint8]]:
+    from ocrserve.engine.pipeline import _crop
+
+    img = page(name).image
+    [found] = engine.stages("fp32").det([img])
+    return [_crop(img, box) for box in found.boxes]
 
 
 def test_pages_wait_for_room_in_the_pixel_budget() -> None:

@@ -25,6 +25,7 @@ import numpy.typing as npt
 from ocrserve.config import Settings
 from ocrserve.engine.cls import AngleClassifier, ClsOptions
 from ocrserve.engine.det import DetOptions, DetResult, TextDetector
+from ocrserve.engine.heap import HeapTrimmer
 from ocrserve.engine.models import ModelSet, ModelSpec
 from ocrserve.engine.quantize import ensure_int8
 from ocrserve.engine.rec import RecOptions, RecResult, TextRecognizer
@@ -117,6 +118,9 @@ class Engine:
         # construction; running a stage mutates nothing shared.
         self._stages: dict[Precision, Stages] = {}
         self._build_lock = threading.Lock()
+        #: Hands freed heap back to the OS after a call that left the process 128 MB above
+        #: its last trim (heap.py; issue 12 item 5).
+        self.heap = HeapTrimmer(slack=128 << 20)
         self.stages(self.precision)
         #: Whether :meth:`warmup` has run (a preloaded engine comes warmed up).
         self.warmed = False
@@ -210,7 +214,7 @@ class Engine:
             path = self.models.path(spec)
             if quantise and precision == "int8":
                 path = ensure_int8(path, spec.sha256, self.cache_dir)
-            return OrtSession(path, self.runtime)
+            return OrtSession(path, self.runtime, argmax=spec.task == "rec")
 
         # Only the recogniser is quantised: the detector and the classifier are convolutional,
         # and int8 (MatMul-only or even static QLinearConv) measured no faster on them here.
@@ -308,6 +312,7 @@ class Engine:
             )
         if len(results) != len(pages):
             raise EngineError(f"{len(results)} results for {len(pages)} pages")
+        self.heap.maybe_trim()
         return results
 
     def _read(

@@ -50,19 +50,31 @@ class TextRecognizer:
     what it reads. With buckets a crop is read from the same tensor whatever else is in the
     call, so a page gives the same text alone or batched with other requests' pages.
 
-    >>> rec = TextRecognizer(OrtSession(path, RuntimeOptions()), RecOptions())  # doctest: +SKIP
-    >>> rec(crops).texts                                                       # doctest: +SKIP
+    The session must be built with ``argmax=True``: greedy decoding needs only each step's
+    best class and its probability, which the graph then returns instead of the whole
+    (batch, width / 8, 18,710) probability tensor.
+
+    >>> session = OrtSession(path, RuntimeOptions(), argmax=True)  # doctest: +SKIP
+    >>> rec = TextRecognizer(session, RecOptions())                 # doctest: +SKIP
+    >>> rec(crops).texts                                           # doctest: +SKIP
     ('TAX INVOICE', '10 MAR 2018')
     """
 
     def __init__(self, session: OrtSession, options: RecOptions) -> None:
         self.session = session
         self.options = options
+        name = session.path.name
+        if not session.argmax:
+            raise ModelError(f"the recogniser's session for {name} needs argmax=True")
         chars = session.metadata.get("character")
         if not chars:
-            raise ModelError(f"{session.path.name} carries no 'character' list in its metadata")
+            raise ModelError(f"{name} carries no 'character' list in its metadata")
         # CTC index 0 is the blank; the dictionary ends with the space the models also emit.
         self.charset: tuple[str, ...] = ("", *chars.splitlines(), " ")
+        if session.classes is not None and session.classes != len(self.charset):
+            raise ModelError(
+                f"{name} has {session.classes} output classes for {len(self.charset)} characters"
+            )
 
     def __call__(self, crops: list[U8]) -> RecResult:
         t0 = time.perf_counter()
@@ -75,14 +87,13 @@ class TextRecognizer:
             for j, i in enumerate(batch):
                 img = self._resize(crops[i])
                 tensor[j, :, :, : img.shape[1]] = img.transpose(2, 0, 1)
-            probs = self.session.run(tensor)
-            if probs.shape[0] != len(batch) or probs.shape[2] != len(self.charset):
+            best, top = self.session.run_argmax(tensor)
+            if best.shape[0] != len(batch) or best.shape != top.shape:
                 raise EngineError(
-                    f"recogniser returned {probs.shape} for {len(batch)} crops and "
-                    f"{len(self.charset)} characters"
+                    f"recogniser returned {best.shape} and {top.shape} for {len(batch)} crops"
                 )
             for j, i in enumerate(batch):
-                texts[i], confs[i] = self._decode(probs[j])
+                texts[i], confs[i] = self._decode(best[j], top[j])
         return RecResult(tuple(texts), tuple(confs), time.perf_counter() - t0)
 
     def _width(self, crop: U8) -> int:
@@ -107,16 +118,15 @@ class TextRecognizer:
         resized = cv2.resize(crop, (self._width(crop), self.options.height))
         return resized.astype(np.float32) * np.float32(2 / 255) - np.float32(1.0)
 
-    def _decode(self, probs: F32) -> tuple[str, float]:
-        """Greedy CTC: best class per step, repeats merged, blanks dropped."""
-        best = probs.argmax(axis=1)
+    def _decode(self, best: npt.NDArray[np.int64], top: F32) -> tuple[str, float]:
+        """Greedy CTC over each step's best class and its probability: repeats merged, blanks
+        dropped; the confidence is the mean probability of the kept steps."""
         keep = best != 0
         keep[1:] &= best[1:] != best[:-1]
         if not keep.any():
             return "", 0.0
         text = "".join(self.charset[k] for k in best[keep])
-        conf = float(probs[np.flatnonzero(keep), best[keep]].mean())
-        return text, conf
+        return text, float(top[keep].mean())
 
 
 def _bucket(width: int) -> int:

@@ -28,9 +28,12 @@ class RecOptions:
     #: form -0.04 (one word); 160 lost 2.9 on signboards; 320 gained 0.3 on FUNSD but lost 1.1
     #: on scene text and 1.0 on signboards.
     min_width: int = 96
-    #: A batch is also capped by its padded width summed over crops: the model's output is
-    #: (batch, width / 8, 18710 classes) floats, 28 MB for one 3000 px line.
-    max_batch_width: int = 8192
+    #: A batch is also capped by its padded width summed over crops: the recogniser's
+    #: activations grow with it (its 18,710-class output no longer does: see
+    #: session.py's argmax). The CLI over the speed set peaked at 693 MB with 8192, 633 MB
+    #: with 4096, 557 MB with 2048, all at en_doc_paper_page.jpg's batches of wide lines
+    #: (issue 12 item 5), with the same texts and CPU time within noise (94, 104, 98 s).
+    max_batch_width: int = 2048
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,8 @@
 """Giving the C heap's free memory back to the operating system after a large call.
 
-onnxruntime (its CPU arena off, see ``session.py``) takes every tensor from malloc. glibc
-keeps what is freed for reuse, in as many heaps as threads have allocated from, and raises its
+onnxruntime's arena regions, shrunk after each run (``session.py``), and every tensor outside
+them (the sessions' outputs, NumPy's crops and batches) come from malloc. glibc keeps what is
+freed for reuse, in as many heaps as threads have allocated from, and raises its
 mmap threshold to the largest block freed so far, so after a few large pages tens of MB
 tensors also come from those heaps: a process's resting RSS only grows, to its peak over every
 page seen (issue 12 item 5: 300 -> 667 MB over the speed set, each page's peak on top of that).

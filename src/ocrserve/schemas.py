@@ -19,10 +19,20 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 
+class WordOut(BaseModel):
+    text: str
+    confidence: float
+    box: list[list[float]] = Field(description="Four (x, y) corners: TL, TR, BR, BL, in pixels.")
+
+
 class LineOut(BaseModel):
     text: str
     confidence: float
     box: list[list[float]] = Field(description="Four (x, y) corners: TL, TR, BR, BL, in pixels.")
+    words: list[WordOut] = Field(
+        default_factory=list,
+        description="The line's words, split at spaces (a line of Chinese is one word).",
+    )
 
 
 class PageOut(BaseModel):
@@ -31,6 +41,14 @@ class PageOut(BaseModel):
     height: int
     text: str
     avg_confidence: float
+    angle: Literal[0, 90, 180, 270] = Field(
+        0,
+        description="How far the page's content was found turned, in degrees clockwise; it "
+        "was read turned back, and the boxes are in the pixels of the page as sent.",
+    )
+    source: Literal["ocr", "pdf"] = Field(
+        "ocr", description="'pdf': read from the PDF's own text layer, not recognised."
+    )
     lines: list[LineOut]
 
 

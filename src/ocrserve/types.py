@@ -19,6 +19,22 @@ if TYPE_CHECKING:
 Precision = Literal["fp32", "int8"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "int8")
 
+#: Where a PDF page's text comes from: ``auto`` reads a usable text layer and OCRs the rest,
+#: ``ocr`` always recognises the rendered page, ``pdf`` never does (a page without a usable
+#: layer comes back empty).
+PdfText = Literal["auto", "ocr", "pdf"]
+PDF_TEXT_MODES: tuple[PdfText, ...] = ("auto", "ocr", "pdf")
+
+#: ``auto`` finds a page turned by 90, 180 or 270 degrees and reads it upright.
+Orientation = Literal["auto", "off"]
+ORIENTATIONS: tuple[Orientation, ...] = ("auto", "off")
+
+#: How a page's text was obtained.
+PageSource = Literal["ocr", "pdf"]
+
+#: The quarter turns a page can be found in, in degrees clockwise.
+ANGLES: tuple[int, ...] = (0, 90, 180, 270)
+
 #: A 4-point box: top-left, top-right, bottom-right, bottom-left, as (x, y) pixels.
 Box = tuple[tuple[float, float], tuple[float, float], tuple[float, float], tuple[float, float]]
 
@@ -135,8 +151,9 @@ class Document:
 class OCROptions:
     """Per-call options. Immutable, so one engine can serve many threads.
 
-    >>> OCROptions(lang="en", use_cls=False)
-    OCROptions(lang='en', use_cls=False, precision=None, min_confidence=0.5)
+    >>> OCROptions(lang="en", use_cls=False)  # doctest: +NORMALIZE_WHITESPACE
+    OCROptions(lang='en', use_cls=False, precision=None, min_confidence=0.5, pdf_text='auto',
+               orientation='auto')
     """
 
     lang: str = "ch"
@@ -145,13 +162,32 @@ class OCROptions:
     precision: Precision | None = None
     #: lines recognised below this confidence are dropped (the PP-OCR default).
     min_confidence: float = 0.5
+    #: PDF pages: read the file's own text layer where it is usable (see ``PdfText``).
+    pdf_text: PdfText = "auto"
+    #: Find pages turned by a quarter or a half turn and read them upright.
+    orientation: Orientation = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    """One word of a line: a run of characters between spaces, with its own box.
+
+    A line in a script written without spaces (Chinese, Japanese) is one word.
+    """
+
+    text: str
+    confidence: float
+    box: Box
 
 
 @dataclass(frozen=True, slots=True)
 class Line:
+    """One line of text, its box and its words (in reading order, left to right)."""
+
     text: str
     confidence: float
     box: Box
+    words: tuple[Word, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +203,13 @@ class Timings:
 
 @dataclass(frozen=True, slots=True)
 class PageResult:
-    """What the engine found on one page, boxes in the original page's pixel coordinates."""
+    """What the engine found on one page, boxes in the original page's pixel coordinates.
+
+    ``angle`` is how far the page's content was found turned, in degrees clockwise (0, 90,
+    180 or 270): it was read turned back by as much, and its boxes are still in the pixels of
+    the page as it came. ``source`` says whether the text was recognised or read from a PDF's
+    text layer (confidence 1.0 then).
+    """
 
     index: int
     width: int
@@ -175,6 +217,8 @@ class PageResult:
     lines: tuple[Line, ...]
     text: str
     timings: Timings = field(default_factory=Timings)
+    angle: int = 0
+    source: PageSource = "ocr"
 
     @property
     def avg_confidence(self) -> float:
@@ -189,11 +233,21 @@ class PageResult:
             "height": self.height,
             "text": self.text,
             "avg_confidence": round(self.avg_confidence, 5),
+            "angle": self.angle,
+            "source": self.source,
             "lines": [
                 {
                     "text": line.text,
                     "confidence": round(line.confidence, 5),
-                    "box": [[round(x, 1), round(y, 1)] for x, y in line.box],
+                    "box": _box_list(line.box),
+                    "words": [
+                        {
+                            "text": word.text,
+                            "confidence": round(word.confidence, 5),
+                            "box": _box_list(word.box),
+                        }
+                        for word in line.words
+                    ],
                 }
                 for line in self.lines
             ],
@@ -204,6 +258,10 @@ class PageResult:
                 "total": round(self.timings.total, 4),
             },
         }
+
+
+def _box_list(box: Box) -> list[list[float]]:
+    return [[round(x, 1), round(y, 1)] for x, y in box]
 
 
 def result_dict(

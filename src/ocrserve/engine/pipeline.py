@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -27,9 +27,11 @@ from ocrserve.engine.cls import AngleClassifier, ClsOptions
 from ocrserve.engine.det import DetOptions, DetResult, TextDetector
 from ocrserve.engine.heap import HeapTrimmer
 from ocrserve.engine.models import ModelSet, ModelSpec
+from ocrserve.engine.orient import OrientOptions, page_angle, to_original, turn_upright
 from ocrserve.engine.quantize import ensure_int8
 from ocrserve.engine.rec import RecOptions, RecResult, TextRecognizer
 from ocrserve.engine.session import CPU, OrtSession, RuntimeOptions, resolve_providers
+from ocrserve.engine.words import CropGeometry
 from ocrserve.errors import EngineError, LanguageNotInstalledError, OptionError
 from ocrserve.layout import join_text, reading_order
 from ocrserve.types import PRECISIONS, Box, Line, OCROptions, Page, PageResult, Precision, Timings
@@ -103,12 +105,14 @@ class Engine:
         rec: RecOptions = RecOptions(),
         precision: Precision = "fp32",
         defaults: OCROptions = OCROptions(),
+        orient: OrientOptions = OrientOptions(),
         cache_dir: Path | None = None,
         max_pixels_in_flight: int = 60_000_000,
     ) -> None:
         self.models = models
         self.runtime = runtime
         self.det_options, self.cls_options, self.rec_options = det, cls, rec
+        self.orient_options = orient
         self.precision: Precision = self._check_precision(precision)
         self.defaults = defaults
         self.cache_dir = cache_dir or models.folder
@@ -263,23 +267,35 @@ class Engine:
             return []
 
         detected: list[DetResult] = []
-        sizes: list[tuple[int, int]] = []  # (width, height) of each page as read
+        sizes: list[tuple[int, int]] = []  # (width, height) of each page as it came
+        angles: list[int] = []
         crops: list[U8] = []
-        boxes: list[F32] = []
+        geometry: list[CropGeometry] = []
         owner: list[int] = []  # page position of each crop
         for n, page in enumerate(pages):
             with self.pixels_in_flight.hold(page.pixels):
                 img = _as_bgr(page.image, page.index)
-                [found] = stages.det([img])
-                for box in found.boxes:
-                    crops.append(_crop(img, box))
-                    boxes.append(box)
-                    owner.append(n)
                 sizes.append((img.shape[1], img.shape[0]))
+                [found] = stages.det([img])
+                angle = 0
+                if opts.orientation == "auto":
+                    angle = page_angle(img, found.boxes, stages.cls, _crop, self.orient_options)
+                if angle:
+                    # Detected again upright: the detector finds lines best as they were
+                    # printed, and the reading order is the upright page's.
+                    img = turn_upright(img, angle)
+                    [again] = stages.det([img])
+                    found = replace(again, elapsed=found.elapsed + again.elapsed)
+                for box in found.boxes:
+                    crop, vertical = _cut(img, box)
+                    crops.append(crop)
+                    geometry.append(CropGeometry(box, vertical=vertical, flipped=False))
+                    owner.append(n)
                 del img
             detected.append(found)
+            angles.append(angle)
 
-        recognised, cls_elapsed = self._read(crops, stages, rec_file, opts.use_cls)
+        recognised, cls_elapsed, flipped = self._read(crops, stages, rec_file, opts.use_cls)
 
         # Batched stages' time is shared out by each page's share of the crops' pixels.
         work = np.zeros(len(pages))
@@ -289,14 +305,25 @@ class Engine:
 
         lines: list[list[Line]] = [[] for _ in pages]
         for k, n in enumerate(owner):
-            text, conf = recognised.texts[k].strip(), recognised.confidences[k]
-            if text and conf >= opts.min_confidence:
-                lines[n].append(Line(text, conf, _box(boxes[k])))
+            raw, conf = recognised.texts[k], recognised.confidences[k]
+            text = raw.strip()
+            if not text or conf < opts.min_confidence:
+                continue
+            cut = CropGeometry(geometry[k].box, geometry[k].vertical, flipped[k])
+            words = cut.words(
+                raw,
+                recognised.positions[k] if recognised.positions else (),
+                recognised.char_confidences[k] if recognised.char_confidences else (),
+            )
+            lines[n].append(Line(text, conf, _box(geometry[k].box), words))
 
         results = []
         for n, page in enumerate(pages):
+            # Ordered on the upright page, then carried back to the page as it came.
             order = reading_order([line.box for line in lines[n]])
             ordered = [lines[n][i] for block in order for row in block for i in row]
+            if angles[n]:
+                ordered = [_line_to_original(line, angles[n], *sizes[n]) for line in ordered]
             det_t = detected[n].elapsed
             cls_t = cls_elapsed * float(share[n])
             rec_t = recognised.elapsed * float(share[n])
@@ -308,6 +335,7 @@ class Engine:
                     lines=tuple(ordered),
                     text=join_text([line.text for line in lines[n]], order),
                     timings=Timings(det=det_t, cls=cls_t, rec=rec_t, total=det_t + cls_t + rec_t),
+                    angle=angles[n],
                 )
             )
         if len(results) != len(pages):
@@ -317,14 +345,16 @@ class Engine:
 
     def _read(
         self, crops: list[U8], stages: Stages, rec_file: str, use_cls: bool
-    ) -> tuple[RecResult, float]:
-        """Turn and read the crops; returns what was read and the classifier's seconds.
+    ) -> tuple[RecResult, float, list[bool]]:
+        """Turn and read the crops; returns what was read, the classifier's seconds, and
+        which crops were read turned upside down.
 
         With ``ClsOptions.verify`` a crop the classifier turns is read both ways and keeps
         the turn only where the turned reading is the more confident, by ``verify_margin``
         (see ``ClsOptions``).
         """
         rec = stages.recs[rec_file]
+        flipped = [False] * len(crops)
         if not (use_cls and crops):
             recognised = rec(crops)
             cls_elapsed = 0.0
@@ -332,20 +362,28 @@ class Engine:
             turned = stages.cls(crops)
             cls_elapsed = turned.elapsed
             recognised = rec(turned.images)
-            flipped = [k for k, f in enumerate(turned.flipped) if f]
-            if flipped and self.cls_options.verify:
-                as_is = rec([crops[k] for k in flipped])
+            flipped = list(turned.flipped)
+            which = [k for k, f in enumerate(flipped) if f]
+            if which and self.cls_options.verify:
+                as_is = rec([crops[k] for k in which])
                 texts, confs = list(recognised.texts), list(recognised.confidences)
+                places, scores = list(recognised.positions), list(recognised.char_confidences)
                 margin = self.cls_options.verify_margin
-                for k, text, conf in zip(flipped, as_is.texts, as_is.confidences, strict=True):
-                    if conf + margin >= confs[k]:
-                        texts[k], confs[k] = text, conf
+                for j, k in enumerate(which):
+                    if as_is.confidences[j] + margin >= confs[k]:
+                        texts[k], confs[k] = as_is.texts[j], as_is.confidences[j]
+                        places[k], scores[k] = as_is.positions[j], as_is.char_confidences[j]
+                        flipped[k] = False
                 recognised = RecResult(
-                    tuple(texts), tuple(confs), recognised.elapsed + as_is.elapsed
+                    tuple(texts),
+                    tuple(confs),
+                    recognised.elapsed + as_is.elapsed,
+                    tuple(places),
+                    tuple(scores),
                 )
         if len(recognised.texts) != len(crops):
             raise EngineError(f"{len(recognised.texts)} texts for {len(crops)} crops")
-        return recognised, cls_elapsed
+        return recognised, cls_elapsed, flipped
 
     def warmup(self) -> float:
         """Run every stage once on a synthetic page; returns the seconds it took (0 when it
@@ -384,6 +422,12 @@ def _as_bgr(image: npt.NDArray[np.uint8], index: int) -> U8:
 
 def _crop(img: U8, box: F32) -> U8:
     """Cut a (possibly rotated) line out of the page and straighten it."""
+    return _cut(img, box)[0]
+
+
+def _cut(img: U8, box: F32) -> tuple[U8, bool]:
+    """Cut a (possibly rotated) line out of the page and straighten it; also says whether it
+    was a tall line, laid flat counter-clockwise."""
     w = int(max(np.linalg.norm(box[0] - box[1]), np.linalg.norm(box[2] - box[3])))
     h = int(max(np.linalg.norm(box[0] - box[3]), np.linalg.norm(box[1] - box[2])))
     w, h = max(w, 1), max(h, 1)
@@ -393,11 +437,22 @@ def _crop(img: U8, box: F32) -> U8:
         img, matrix, (w, h), borderMode=cv2.BORDER_REPLICATE, flags=cv2.INTER_CUBIC
     )
     # A tall, narrow crop is a vertical line of text: the recogniser reads left to right.
-    if h / w >= 1.5:
+    vertical = h / w >= 1.5
+    if vertical:
         crop = np.rot90(crop)
-    return np.ascontiguousarray(crop)
+    return np.ascontiguousarray(crop), vertical
 
 
-def _box(box: F32) -> Box:
+def _line_to_original(line: Line, angle: int, width: int, height: int) -> Line:
+    """A line of the upright page in the pixels of the page as it came."""
+
+    def back(box: Box) -> Box:
+        return _box(to_original(np.asarray(box, np.float64), angle, width, height))
+
+    words = tuple(replace(word, box=back(word.box)) for word in line.words)
+    return replace(line, box=back(line.box), words=words)
+
+
+def _box(box: F32 | npt.NDArray[np.float64]) -> Box:
     (x0, y0), (x1, y1), (x2, y2), (x3, y3) = box.tolist()
     return ((x0, y0), (x1, y1), (x2, y2), (x3, y3))

@@ -38,9 +38,19 @@ class RecOptions:
 
 @dataclass(frozen=True, slots=True)
 class RecResult:
+    """What the recogniser read in each crop.
+
+    ``positions[k][j]`` is where the ``j``-th character of ``texts[k]`` sits along its crop,
+    as a fraction of the crop's width: the middle of the time step CTC emitted it at, and
+    ``char_confidences[k][j]`` that step's probability. Word boxes and word confidences are
+    made from these (``engine/words.py``).
+    """
+
     texts: tuple[str, ...]
     confidences: tuple[float, ...]
     elapsed: float
+    positions: tuple[tuple[float, ...], ...] = ()
+    char_confidences: tuple[tuple[float, ...], ...] = ()
 
 
 class TextRecognizer:
@@ -84,6 +94,8 @@ class TextRecognizer:
         n = len(crops)
         texts = [""] * n
         confs = [0.0] * n
+        positions: list[tuple[float, ...]] = [()] * n
+        scores: list[tuple[float, ...]] = [()] * n
         for batch in self._batches(crops):
             width = self._padded(crops[batch[0]])
             tensor = np.zeros((len(batch), 3, self.options.height, width), dtype=np.float32)
@@ -95,9 +107,17 @@ class TextRecognizer:
                 raise EngineError(
                     f"recogniser returned {best.shape} and {top.shape} for {len(batch)} crops"
                 )
+            # One time step covers this many pixels of the padded input: 8 for PP-OCR's
+            # recognisers, read from the output rather than assumed.
+            step = width / best.shape[1]
             for j, i in enumerate(batch):
-                texts[i], confs[i] = self._decode(best[j], top[j])
-        return RecResult(tuple(texts), tuple(confs), time.perf_counter() - t0)
+                texts[i], confs[i], steps = self._decode(best[j], top[j])
+                scale = step / self._width(crops[i])
+                positions[i] = tuple(min(1.0, float((t + 0.5) * scale)) for t in steps)
+                scores[i] = tuple(float(p) for p in top[j][steps])
+        return RecResult(
+            tuple(texts), tuple(confs), time.perf_counter() - t0, tuple(positions), tuple(scores)
+        )
 
     def _width(self, crop: U8) -> int:
         h, w = crop.shape[:2]
@@ -121,15 +141,21 @@ class TextRecognizer:
         resized = cv2.resize(crop, (self._width(crop), self.options.height))
         return resized.astype(np.float32) * np.float32(2 / 255) - np.float32(1.0)
 
-    def _decode(self, best: npt.NDArray[np.int64], top: F32) -> tuple[str, float]:
+    def _decode(
+        self, best: npt.NDArray[np.int64], top: F32
+    ) -> tuple[str, float, npt.NDArray[np.intp]]:
         """Greedy CTC over each step's best class and its probability: repeats merged, blanks
-        dropped; the confidence is the mean probability of the kept steps."""
+        dropped; the confidence is the mean probability of the kept steps. Also returns the
+        step each character was emitted at."""
         keep = best != 0
         keep[1:] &= best[1:] != best[:-1]
-        if not keep.any():
-            return "", 0.0
-        text = "".join(self.charset[k] for k in best[keep])
-        return text, float(top[keep].mean())
+        steps = np.flatnonzero(keep)
+        if not steps.size:
+            return "", 0.0, steps
+        pieces = [self.charset[k] for k in best[keep]]
+        # (An entry of the dictionary may be more than one code point: each gets its step.)
+        per_char = np.repeat(steps, [len(p) for p in pieces])
+        return "".join(pieces), float(top[keep].mean()), per_char
 
 
 def _bucket(width: int) -> int:

@@ -36,7 +36,8 @@ def test_jsonl_gives_one_object_per_page_with_lines() -> None:
     assert "Nonresident Alien Income Tax Return" in first["text"]
     assert (first["width"], first["height"]) == (1700, 2200)  # 8.5x11 in at 200 dpi
     line = first["lines"][0]
-    assert set(line) == {"text", "confidence", "box"} and len(line["box"]) == 4
+    assert set(line) == {"text", "confidence", "box", "words"} and len(line["box"]) == 4
+    assert " ".join(w["text"] for w in line["words"]) == line["text"]
     # never a silent truncation
     assert "read 2 of 5 pages" in r.stderr
 

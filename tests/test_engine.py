@@ -108,9 +108,10 @@ def test_threads_sharing_one_engine_get_what_one_thread_gets(engine: Engine) -> 
 
 
 def test_the_classifier_turns_an_upside_down_page(engine: Engine) -> None:
+    # Line by line: the page's own turn (orientation="auto") is tested in test_orientation.
     flipped = Page(cv2.rotate(page("phototest.tif").image, cv2.ROTATE_180))
-    with_cls = engine.run([flipped], OCROptions(use_cls=True))[0]
-    without = engine.run([flipped], OCROptions(use_cls=False))[0]
+    with_cls = engine.run([flipped], OCROptions(use_cls=True, orientation="off"))[0]
+    without = engine.run([flipped], OCROptions(use_cls=False, orientation="off"))[0]
     truth = GOLDEN["phototest.tif"].split("\n")
     # The mobile classifier is sure (0.9) of half the lines of this 1-bit scan, and RapidOCR
     # with the same model turns those four; at 0.7, each turn checked by the recogniser

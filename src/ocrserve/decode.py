@@ -60,6 +60,7 @@ from ocrserve.errors import (
     UnreadableFileError,
     UnsupportedFormatError,
 )
+from ocrserve.pdftext import TextLayer, read_text_layer
 from ocrserve.types import Document, Page
 
 __all__ = ["SUPPORTED_FORMATS", "DecodeLimits", "decode_bytes", "decode_path", "sniff_format"]
@@ -506,10 +507,17 @@ def _decode_pdf(data: bytes, limits: DecodeLimits, where: str) -> Document:
             width=width,
             height=height,
             index=index + 1,
+            text=partial(_read_pdf_text, data, index, limits.pdf_dpi, where),
         )
         for index, (width, height) in enumerate(sizes)
     )
     return Document(pages=pages, format="pdf", pages_total=total, truncated=len(pages) < total)
+
+
+def _read_pdf_text(data: bytes, index: int, dpi: int, where: str) -> TextLayer:
+    """Read one page's own text layer (pdftext.py), the document opened for it alone."""
+    with _pdf(data, where) as pdf:
+        return read_text_layer(pdf, index, dpi)
 
 
 def _render_pdf_page(data: bytes, index: int, scale: float, where: str) -> npt.NDArray[np.uint8]:

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
+    from ocrserve.pdftext import TextLayer
+
 
 Precision = Literal["fp32", "int8"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "int8")
@@ -54,9 +56,10 @@ class Page:
     (3740000, (2200, 1700, 3))
     """
 
-    __slots__ = ("_height", "_image", "_load", "_width", "index")
+    __slots__ = ("_height", "_image", "_load", "_text", "_width", "index")
     _image: npt.NDArray[np.uint8] | None
     _load: Callable[[], npt.NDArray[np.uint8]] | None
+    _text: Callable[[], TextLayer] | None
     _width: int
     _height: int
     index: int
@@ -66,11 +69,18 @@ class Page:
 
     @classmethod
     def deferred(
-        cls, load: Callable[[], npt.NDArray[np.uint8]], *, width: int, height: int, index: int
+        cls,
+        load: Callable[[], npt.NDArray[np.uint8]],
+        *,
+        width: int,
+        height: int,
+        index: int,
+        text: Callable[[], TextLayer] | None = None,
     ) -> Page:
-        """A page whose pixels ``load()`` decodes when :attr:`image` is read."""
+        """A page whose pixels ``load()`` decodes when :attr:`image` is read; a PDF page also
+        says how to read its own text layer (``text``, see :meth:`text_layer`)."""
         page = cls.__new__(cls)
-        page._fill(None, load, width, height, index)
+        page._fill(None, load, width, height, index, text)
         return page
 
     def _fill(
@@ -80,11 +90,12 @@ class Page:
         width: int,
         height: int,
         index: int,
+        text: Callable[[], TextLayer] | None = None,
     ) -> None:
         # Immutable, as every value shared by the layers: one page may be read by many threads.
         for name, value in (
             ("_image", image), ("_load", load), ("_width", width), ("_height", height),
-            ("index", index),
+            ("index", index), ("_text", text),
         ):  # fmt: skip
             object.__setattr__(self, name, value)
 
@@ -92,7 +103,7 @@ class Page:
         raise AttributeError(f"Page is immutable: cannot set {name!r}")
 
     def __getstate__(self) -> tuple[object, ...]:
-        return (self._image, self._load, self._width, self._height, self.index)
+        return (self._image, self._load, self._width, self._height, self.index, self._text)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         self._fill(*state)
@@ -103,6 +114,16 @@ class Page:
             return self._image
         assert self._load is not None
         return self._load()
+
+    @property
+    def has_text_layer(self) -> bool:
+        """Whether the page comes from a PDF, whose own text layer can be read."""
+        return self._text is not None
+
+    def text_layer(self) -> TextLayer | None:
+        """The page's PDF text layer, read now (tenths of a second), judged usable or not;
+        None for a page that is not a PDF's."""
+        return self._text() if self._text is not None else None
 
     @property
     def width(self) -> int:

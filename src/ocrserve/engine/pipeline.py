@@ -255,7 +255,9 @@ class Engine:
     def run(self, pages: Sequence[Page], options: OCROptions | None = None) -> list[PageResult]:
         """Recognise every page; returns one result per page, in order.
 
-        Pages are read one at a time, each under ``pixels_in_flight`` while it is held: its
+        A PDF page whose own text layer is usable is read from it, not recognised, unless
+        ``options.pdf_text`` is ``"ocr"`` (``"pdf"``: every PDF page is read from its layer,
+        usable or not; images are always recognised). Pages are read one at a time, each under ``pixels_in_flight`` while it is held: its
         image is read (a deferred page decodes it here), its lines found and cut out, and
         the image let go before the next page's, so a call costs one page of memory however
         many pages it is given, and the process no more than the budget however many calls
@@ -265,7 +267,47 @@ class Engine:
         stages = self.stages(precision)
         if not pages:
             return []
+        results: list[PageResult | None] = [self._from_text_layer(p, opts) for p in pages]
+        todo = [n for n, r in enumerate(results) if r is None]
+        if todo:
+            read = self._recognise([pages[n] for n in todo], opts, stages, rec_file)
+            for n, result in zip(todo, read, strict=True):
+                results[n] = result
+        done = [r for r in results if r is not None]
+        if len(done) != len(pages):
+            raise EngineError(f"{len(done)} results for {len(pages)} pages")
+        self.heap.maybe_trim()
+        return done
 
+    @staticmethod
+    def _from_text_layer(page: Page, opts: OCROptions) -> PageResult | None:
+        """The page read from its PDF text layer, where the options and the layer allow;
+        None where it is to be recognised."""
+        if opts.pdf_text == "ocr" or not page.has_text_layer:
+            return None
+        t0 = time.perf_counter()
+        layer = page.text_layer()
+        if layer is None:
+            return None
+        if not layer.usable and opts.pdf_text == "auto":
+            log.debug("page %d: text layer not used: %s", page.index, layer.reason)
+            return None
+        elapsed = time.perf_counter() - t0
+        return PageResult(
+            index=page.index,
+            width=layer.width,
+            height=layer.height,
+            lines=layer.lines,
+            text=layer.text,
+            timings=Timings(total=elapsed),
+            source="pdf",
+        )
+
+    def _recognise(
+        self, pages: Sequence[Page], opts: OCROptions, stages: Stages, rec_file: str
+    ) -> list[PageResult]:
+        """Detect, turn and read ``pages``: :meth:`run`'s work for the pages without a usable
+        text layer."""
         detected: list[DetResult] = []
         sizes: list[tuple[int, int]] = []  # (width, height) of each page as it came
         angles: list[int] = []
@@ -338,9 +380,6 @@ class Engine:
                     angle=angles[n],
                 )
             )
-        if len(results) != len(pages):
-            raise EngineError(f"{len(results)} results for {len(pages)} pages")
-        self.heap.maybe_trim()
         return results
 
     def _read(

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from typing import Final
 
 import pikepdf
-from fontTools.fontBuilder import FontBuilder  # type: ignore[import-untyped]
-from fontTools.pens.ttGlyphPen import TTGlyphPen  # type: ignore[import-untyped]
+from fontTools.fontBuilder import FontBuilder
+from fontTools.pens.ttGlyphPen import TTGlyphPen
 from PIL import Image, ImageOps
 
 from ocrserve.formats.boxes import lines_with_words

@@ -1,7 +1,8 @@
 """The command line: thin wiring of settings, decoding, the engine and the server.
 
 ocrserve serve [--host 127.0.0.1] [--port 8000]
-ocrserve ocr FILE... [--format text|json|jsonl] [--lang ch] [--precision int8] [--no-cls]
+ocrserve ocr FILE... [--format text|json|jsonl|hocr|alto|pdf] [-o PATH] [--lang ch]
+             [--precision int8] [--no-cls] [--pdf-text auto|ocr|pdf] [--orientation auto|off]
 ocrserve models [--precision int8]
 ocrserve db upgrade | current
 """
@@ -14,7 +15,7 @@ import sys
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TextIO, TypeVar
 
 import typer
 from tqdm import tqdm
@@ -23,6 +24,7 @@ from ocrserve._version import __version__
 from ocrserve.client.cli import client_app
 from ocrserve.config import Settings
 from ocrserve.errors import OCRServeError
+from ocrserve.types import ORIENTATIONS, PDF_TEXT_MODES
 
 if TYPE_CHECKING:
     from ocrserve.engine import Engine
@@ -37,12 +39,20 @@ log = logging.getLogger("ocrserve")
 
 
 _PAGES_PER_CALL = 4
+T = TypeVar("T", bound=str)
 
 
 class OutputFormat(StrEnum):
     text = "text"
     json = "json"
     jsonl = "jsonl"
+    # Documents, written by ocrserve.formats: one per input file.
+    hocr = "hocr"
+    alto = "alto"
+    pdf = "pdf"
+
+
+_DOCUMENT_FORMATS = frozenset({OutputFormat.hocr, OutputFormat.alto, OutputFormat.pdf})
 
 
 @dataclass
@@ -207,9 +217,28 @@ def db_current() -> None:
 def ocr(
     files: Annotated[list[Path], typer.Argument(help="Images or PDFs to read.")],
     fmt: Annotated[OutputFormat, typer.Option("--format", "-f")] = OutputFormat.text,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write here instead of to stdout: a file for one input, a folder for several "
+            "(hocr, alto and pdf then write <name>.hocr, .xml, .pdf per input).",
+        ),
+    ] = None,
     lang: Annotated[str | None, typer.Option(help="Language of the text (default ch).")] = None,
     precision: Annotated[str | None, typer.Option(help="fp32 or int8.")] = None,
     no_cls: Annotated[bool, typer.Option("--no-cls", help="Skip the 180-degree check.")] = False,
+    pdf_text: Annotated[
+        str,
+        typer.Option(
+            help="PDF pages: auto reads a usable text layer and recognises the rest; ocr "
+            "recognises every page; pdf only reads text layers."
+        ),
+    ] = "auto",
+    orientation: Annotated[
+        str, typer.Option(help="auto finds pages turned by 90, 180 or 270 degrees; off.")
+    ] = "auto",
     dpi: Annotated[int | None, typer.Option(help="PDF render resolution.")] = None,
     max_pages: Annotated[int | None, typer.Option(help="Pages read per document.")] = None,
     progress: Annotated[
@@ -224,13 +253,19 @@ def ocr(
     limits = settings.decode_limits()
     try:
         engine = Engine.from_settings(settings)
-        options = replace(engine.defaults, use_cls=not no_cls and settings.use_cls)
+        options = replace(
+            engine.defaults,
+            use_cls=not no_cls and settings.use_cls,
+            pdf_text=_choice("--pdf-text", pdf_text, PDF_TEXT_MODES),
+            orientation=_choice("--orientation", orientation, ORIENTATIONS),
+        )
         if lang is not None:
             options = replace(options, lang=lang)
         engine.resolve(options)  # a bad --lang fails once, before any file is read
     except OCRServeError as e:
         raise _fail(e) from e
 
+    target = _Target(fmt, output, many=len(files) > 1)
     show = progress if progress is not None else sys.stderr.isatty()
     # Counts pages; the total grows as each file is opened and its page count becomes known.
     bar = tqdm(total=0, unit="page", disable=not show, file=sys.stderr, leave=False)
@@ -262,10 +297,23 @@ def ocr(
                 "(page limit)",
                 file=sys.stderr,
             )
-        _emit(result, fmt, engine, many=len(files) > 1)
+        try:
+            target.emit(result, engine, settings.pdf_dpi)
+        except OSError as e:
+            bar.close()
+            typer.echo(f"error: cannot write {e.filename or 'the output'}: {e.strerror}", err=True)
+            raise typer.Exit(1) from e
+    target.close()
     bar.close()
     if failed:
         raise typer.Exit(1)
+
+
+def _choice(name: str, value: str, allowed: tuple[T, ...]) -> T:
+    for choice in allowed:
+        if value == choice:
+            return choice
+    raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}", param_hint=name)
 
 
 def _file_dict(r: _FileResult, engine: Engine) -> dict[str, object]:
@@ -285,25 +333,80 @@ def _file_dict(r: _FileResult, engine: Engine) -> dict[str, object]:
     }
 
 
-def _emit(r: _FileResult, fmt: OutputFormat, engine: Engine, *, many: bool) -> None:
+class _Target:
+    """Where ``ocr`` writes: stdout, one file, or a folder with a document per input."""
+
+    def __init__(self, fmt: OutputFormat, output: Path | None, *, many: bool) -> None:
+        self.fmt, self.output, self.many = fmt, output, many
+        self.document = fmt in _DOCUMENT_FORMATS
+        if output is None and fmt is OutputFormat.pdf and sys.stdout.isatty():
+            raise typer.BadParameter(
+                "a PDF is not written to a terminal: give --output FILE or redirect stdout",
+                param_hint="--format",
+            )
+        if output is not None and many and self.document and not output.is_dir():
+            raise typer.BadParameter(
+                f"{output} is not a folder: several inputs as {fmt} need one (a file each)",
+                param_hint="--output",
+            )
+        self._stream: TextIO | None = None
+        if output is not None and not (many and self.document):
+            if self.document:
+                output.parent.mkdir(parents=True, exist_ok=True)
+            else:
+                self._stream = open(output, "w", encoding="utf-8")  # noqa: SIM115
+
+    def emit(self, r: _FileResult, engine: Engine, dpi: int) -> None:
+        if not self.document:
+            _emit(r, self.fmt, engine, many=self.many, out=self._stream)
+            return
+        if r.pages is None or r.doc is None:
+            return  # the error was reported; a document of nothing is not written
+        from ocrserve.formats import FORMATS, Source
+
+        writer = FORMATS[self.fmt.value]
+        data = writer.write(
+            r.pages,
+            Source(data=r.path.read_bytes(), format=r.doc.format, filename=r.path.name, dpi=dpi),
+            system=f"ocrserve {__version__} ({engine.model_version})",
+        )
+        if self.output is None:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        elif self.many:
+            (self.output / (r.path.stem + writer.extension)).write_bytes(data)
+        else:
+            self.output.write_bytes(data)
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+
+
+def _emit(
+    r: _FileResult, fmt: OutputFormat, engine: Engine, *, many: bool, out: TextIO | None = None
+) -> None:
     if fmt is OutputFormat.json:
         # One JSON document per file, one per line: a list would need every file first.
-        typer.echo(json.dumps(_file_dict(r, engine), ensure_ascii=False))
+        typer.echo(json.dumps(_file_dict(r, engine), ensure_ascii=False), file=out)
     elif fmt is OutputFormat.jsonl:
         if r.pages is None:
-            typer.echo(json.dumps(_file_dict(r, engine), ensure_ascii=False))
+            typer.echo(json.dumps(_file_dict(r, engine), ensure_ascii=False), file=out)
             return
         for page in r.pages:
-            typer.echo(json.dumps({"file": str(r.path), **page.to_dict()}, ensure_ascii=False))
+            typer.echo(
+                json.dumps({"file": str(r.path), **page.to_dict()}, ensure_ascii=False), file=out
+            )
     elif r.pages is not None:
         if many:
-            typer.echo(f"==> {r.path} <==")
+            typer.echo(f"==> {r.path} <==", file=out)
         for i, page in enumerate(r.pages):
             if len(r.pages) > 1:
                 typer.echo(
-                    f"--- page {page.index} ---" if i == 0 else f"\n--- page {page.index} ---"
+                    f"--- page {page.index} ---" if i == 0 else f"\n--- page {page.index} ---",
+                    file=out,
                 )
-            typer.echo(page.text)
+            typer.echo(page.text, file=out)
 
 
 @app.command()

@@ -7,6 +7,7 @@ that the HTTP layer maps to a status in one place::
     ├── InputError                     (bad input: the caller can fix it)
     │   ├── UnsupportedFormatError     unsupported_format   .detected
     │   ├── UnsupportedMediaTypeError  unsupported_media_type  (the request body's Content-Type)
+    │   ├── NotAcceptableError     not_acceptable       .offered (no format the Accept header takes)
     │   ├── CorruptFileError           corrupt_file         .reason
     │   ├── UnreadableFileError        unreadable_file      .path (a local file cannot be read)
     │   ├── JSONTooDeepError           json_too_deep        .limit (nesting, before parsing)
@@ -78,6 +79,16 @@ class UnsupportedMediaTypeError(InputError):
     """The request body is not of a type the route reads (JSON or multipart form data)."""
 
     code = "unsupported_media_type"
+
+
+class NotAcceptableError(InputError):
+    """The Accept header takes none of the formats the route can answer in."""
+
+    code = "not_acceptable"
+
+    def __init__(self, message: str, *, offered: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.offered = tuple(offered)
 
 
 class CorruptFileError(InputError):

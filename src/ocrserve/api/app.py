@@ -25,11 +25,11 @@ from starlette.concurrency import run_in_threadpool
 
 from ocrserve import __version__
 from ocrserve.api import errors as api_errors
-from ocrserve.api import openapi
+from ocrserve.api import openapi, representation
 from ocrserve.api.callbacks import declare_callbacks
 from ocrserve.api.drain import RETRY_AFTER_S, Drain
 from ocrserve.api.metrics import Metrics
-from ocrserve.api.openapi import BATCH_BODY, GUARDED, OCR_BODY, error_responses
+from ocrserve.api.openapi import BATCH_BODY, GUARDED, OCR_BODY, OCR_FORMATS, error_responses
 from ocrserve.api.parsing import ParsedRequest, Refused, Route, Upload, checked, parse
 from ocrserve.api.schemas import BatchError, BatchItem, Health, OCRResult, Ready
 from ocrserve.api.security import (
@@ -236,7 +236,7 @@ def _router() -> APIRouter:
         "/ocr",
         response_model=OCRResult,
         openapi_extra=OCR_BODY,
-        responses=error_responses(*GUARDED, 415, 422, 504),
+        responses={**OCR_FORMATS, **error_responses(*GUARDED, 406, 415, 422, 504)},
         summary="Recognise one image or document",
     )
     async def ocr(request: Request, caller: Authorized) -> Response:
@@ -252,18 +252,29 @@ def _router() -> APIRouter:
             service.engine.model_version,
             tenant=caller.tenant,
         )
+        # The format is chosen before any work: a 406 costs no recognition.
+        fmt = representation.choose(req.format, request.headers.get("accept"))
         cached = await _cache_get(service, key)
-        if cached is not None:
-            return JSONResponse(cached, headers={CACHE_HEADER: "hit"})
-        result = await _recognise(service, upload, options, max_pages, t0)
-        await _cache_set(service, key, result)
-        return JSONResponse(result, headers={CACHE_HEADER: "miss"})
+        if cached is None:
+            result = await _recognise(service, upload, options, max_pages, t0)
+            await _cache_set(service, key, result)
+        else:
+            result = cached
+        return await run_in_threadpool(
+            representation.respond,
+            fmt,
+            result,
+            document=upload.data,
+            filename=upload.filename,
+            dpi=service.settings.pdf_dpi,
+            headers={CACHE_HEADER: "miss" if cached is None else "hit"},
+        )
 
     @router.post(
         "/ocr/batch",
         response_model=list[BatchItem | BatchError],
         openapi_extra=BATCH_BODY,
-        responses=error_responses(*GUARDED, 415, 422, 504),
+        responses=error_responses(*GUARDED, 406, 415, 422, 504),
         summary="Recognise many files; one bad file never fails the others",
     )
     async def ocr_batch(request: Request, caller: Authorized) -> Response:
@@ -271,6 +282,8 @@ def _router() -> APIRouter:
         service = caller.service
         req = await parse(request, service, Route.BATCH)
         options, max_pages = req.options, req.max_pages
+        # One JSON list: a document format is asked of /ocr, one document at a time.
+        representation.choose(req.format, request.headers.get("accept"), (representation.JSON,))
 
         # Every file is read, looked up and decoded before any is queued, so that the batch is
         # admitted in one step: all of its pages, or a 503 with nothing queued.

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 STATUS: tuple[tuple[type[e.OCRServeError], int], ...] = (
     (e.UnsupportedFormatError, 415),
     (e.UnsupportedMediaTypeError, 415),
+    (e.NotAcceptableError, 406),
     (e.LimitExceededError, 413),
     (e.CorruptFileError, 422),
     (e.URLNotAllowedError, 422),

@@ -17,6 +17,7 @@ _DESCRIPTIONS = {
     404: "No such task (or another tenant's), or the route is off",
     409: "Conflict: an Idempotency-Key reused for another request, or the task is running",
     413: "Over a limit (body, file, pages, pixels); `limit` and `value` say which",
+    406: "The Accept header takes none of the formats the route answers in",
     415: "Not a supported document format or request content type",
     422: "Invalid request: a bad option, field, URL or document",
     429: "Rate limited: wait `Retry-After` seconds",
@@ -56,6 +57,8 @@ def _multipart(files: dict[str, Any], required: str, **more: dict[str, Any]) -> 
                 "precision": {"type": "string", "enum": ["fp32", "int8"]},
                 "cls": {"type": "boolean"},
                 "max_pages": {"type": "integer", "minimum": 1},
+                "pdf_text": {"type": "string", "enum": ["auto", "ocr", "pdf"]},
+                "orientation": {"type": "string", "enum": ["auto", "off"]},
                 **more,
             },
             "required": [required],
@@ -78,8 +81,18 @@ _QUERY_OPTIONS = [
         ("precision", {"type": "string", "enum": ["fp32", "int8"]}),
         ("cls", {"type": "boolean"}),
         ("max_pages", {"type": "integer", "minimum": 1}),
+        ("pdf_text", {"type": "string", "enum": ["auto", "ocr", "pdf"]}),
+        ("orientation", {"type": "string", "enum": ["auto", "off"]}),
     )
 ]
+_FORMAT_SCHEMA = {"type": "string", "enum": ["json", "text", "hocr", "alto", "pdf"]}
+_FORMAT = {
+    "name": "format",
+    "in": "query",
+    "required": False,
+    "schema": _FORMAT_SCHEMA,
+    "description": "The answer's format, instead of the Accept header",
+}
 _IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key",
     "in": "header",
@@ -102,10 +115,25 @@ def _body(content: dict[str, Any], *parameters: dict[str, Any]) -> dict[str, Any
 #: ``POST /ocr``: one document as a file part, or JSON with ``image_base64`` or ``image_url``.
 OCR_BODY = _body(
     {
-        "multipart/form-data": _multipart({"image": _FILE}, "image", **_SOURCES),
+        "multipart/form-data": _multipart(
+            {"image": _FILE}, "image", **_SOURCES, format=_FORMAT_SCHEMA
+        ),
         "application/json": {"schema": OCRJSONRequest.model_json_schema()},
-    }
+    },
+    _FORMAT,
 )
+#: ``POST /ocr``'s answer besides JSON, by the ``format`` option or the Accept header.
+OCR_FORMATS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The result: JSON, or as the `format` option or Accept header asks",
+        "content": {
+            "text/plain": {"schema": {"type": "string"}},
+            "text/vnd.hocr+html": {"schema": {"type": "string"}},
+            "application/alto+xml": {"schema": {"type": "string"}},
+            "application/pdf": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
 #: ``POST /ocr/batch``: file parts only.
 BATCH_BODY = _body(
     {"multipart/form-data": _multipart({"images": {"type": "array", "items": _FILE}}, "images")}

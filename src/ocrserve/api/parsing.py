@@ -44,12 +44,12 @@ from ocrserve.errors import (
     TooManyFilesError,
     UnsupportedMediaTypeError,
 )
-from ocrserve.types import OCROptions
+from ocrserve.types import ORIENTATIONS, PDF_TEXT_MODES, OCROptions
 
 #: Multipart parts that carry the document, by route.
 FILE_FIELDS = ("image", "file")
 BATCH_FIELDS = ("images", "files", "image", "file")
-OPTION_FIELDS = ("lang", "precision", "cls", "max_pages")
+OPTION_FIELDS = ("lang", "precision", "cls", "max_pages", "pdf_text", "orientation", "format")
 TRUE = frozenset({"1", "true", "yes", "on"})
 FALSE = frozenset({"0", "false", "no", "off"})
 TASK_FIELDS = ("metadata", "callback_url")
@@ -91,6 +91,8 @@ class ParsedRequest:
     options: OCROptions
     max_pages: int
     files: tuple[Upload | Refused, ...] = ()
+    #: The ``format`` option as sent (checked against the formats the route writes there).
+    format: str | None = None
     url: str | None = None
     metadata: dict[str, Any] | None = None
     callback_url: str | None = None
@@ -124,12 +126,15 @@ async def parse(request: Request, service: Service, route: Route) -> ParsedReque
     for name in OPTION_FIELDS:  # what the body does not say, the query string may
         if name not in fields and name in request.query_params:
             fields[name] = request.query_params[name]
-    options, max_pages = parse_options(
-        {k: _text(fields[k]) for k in OPTION_FIELDS if fields.get(k) is not None}, service
-    )
+    raw = {k: _text(fields[k]) for k in OPTION_FIELDS if fields.get(k) is not None}
+    options, max_pages = parse_options(raw, service)
     extra = sorted(k for k in TASK_FIELDS if fields.get(k) is not None)
     if extra and route is not Route.TASK:
         raise InputError(f"{', '.join(extra)}: only /ocr/async takes it")
+    if route is Route.TASK and "format" in raw:
+        raise InputError(
+            "format: a task's result is had in a format from GET /task/{id}/result?format=..."
+        )
     # The request's own fields first, then the document's bytes: a bad field is the same
     # answer whatever document comes with it.
     metadata = _metadata(fields.get("metadata"))
@@ -154,6 +159,7 @@ async def parse(request: Request, service: Service, route: Route) -> ParsedReque
     return ParsedRequest(
         options=options,
         max_pages=max_pages,
+        format=raw.get("format"),
         files=tuple(files),
         url=str(url) if url is not None else None,
         metadata=metadata,
@@ -360,6 +366,18 @@ def check_json_shape(text: bytes | str, what: str = "the JSON body") -> None:
             depth -= 1
 
 
+def _choice(raw: dict[str, str], name: str, allowed: tuple[str, ...]) -> str:
+    value = raw[name].strip().lower()
+    if value not in allowed:
+        raise OptionError(
+            f"{name} must be one of {', '.join(allowed)}, not {raw[name]!r}",
+            option=name,
+            value=raw[name],
+            allowed=allowed,
+        )
+    return value
+
+
 def parse_options(raw: dict[str, str], service: Service) -> tuple[OCROptions, int]:
     options = service.engine.defaults
     if "lang" in raw:
@@ -373,6 +391,10 @@ def parse_options(raw: dict[str, str], service: Service) -> tuple[OCROptions, in
                 f"cls must be true or false, not {raw['cls']!r}", option="cls", value=raw["cls"]
             )
         options = replace(options, use_cls=flag in TRUE)
+    if "pdf_text" in raw:
+        options = replace(options, pdf_text=_choice(raw, "pdf_text", PDF_TEXT_MODES))  # type: ignore[arg-type]
+    if "orientation" in raw:
+        options = replace(options, orientation=_choice(raw, "orientation", ORIENTATIONS))  # type: ignore[arg-type]
     max_pages = service.settings.max_pages
     if "max_pages" in raw:
         try:

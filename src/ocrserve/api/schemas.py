@@ -54,6 +54,19 @@ class OCRJSONRequest(BaseModel):
     precision: str | None = Field(default=None, description="fp32 or int8")
     cls: StrictBool | None = None
     max_pages: StrictInt | None = Field(default=None, ge=1)
+    pdf_text: Literal["auto", "ocr", "pdf"] | None = Field(
+        default=None,
+        description="PDF pages: 'auto' reads a usable text layer and recognises the rest; "
+        "'ocr' recognises every page; 'pdf' only reads text layers.",
+    )
+    orientation: Literal["auto", "off"] | None = Field(
+        default=None, description="'auto' finds pages turned by 90, 180 or 270 degrees."
+    )
+    format: Literal["json", "text", "hocr", "alto", "pdf"] | None = Field(
+        default=None,
+        description="The answer's format (instead of the Accept header): JSON (default), plain "
+        "text, hOCR 1.2, ALTO v4 XML or a searchable PDF.",
+    )
 
 
 class TaskJSONRequest(OCRJSONRequest):

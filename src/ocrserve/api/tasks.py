@@ -20,6 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from ocrserve.api import representation
 from ocrserve.api.openapi import GUARDED, TASK_BODY, error_responses
 from ocrserve.api.parsing import Route, parse
 from ocrserve.api.schemas import DeadLetter, Replayed, TaskSubmitted, TaskView
@@ -283,6 +284,30 @@ def task_router() -> APIRouter:
         headers = {} if row.status in FINISHED else {"Retry-After": POLL_HINT_S}
         return JSONResponse(task_view(row, request), headers=headers)
 
+    async def get_result(
+        task_id: str, request: Request, caller: Authorized, format: str | None = None
+    ) -> Response:
+        """A finished task's result alone, in the format the ``format`` query parameter or
+        the Accept header asks: JSON, plain text, hOCR or ALTO (the searchable PDF needs the
+        document, which a finished task no longer keeps: ask ``/ocr`` for it)."""
+        fmt = representation.choose(
+            format, request.headers.get("accept"), representation.TASK_FORMATS
+        )
+        store = (await _backend(caller.service)).store
+        row = await run_in_threadpool(lambda: store.get(task_id, tenant=caller.tenant))
+        if row is None:
+            return _not_found(task_id)
+        result = task_result(row.result)
+        if result is None:
+            status = row.status
+            return JSONResponse(
+                {"error": {"code": "no_result", "message": f"task {task_id} is {status}: "
+                           "it has no result"}},
+                409,
+                headers={} if status in FINISHED else {"Retry-After": POLL_HINT_S},
+            )  # fmt: skip
+        return await run_in_threadpool(representation.respond, fmt, result.model_dump(mode="json"))
+
     async def delete_task(task_id: str, request: Request, caller: Authorized) -> Response:
         store, tenant = (await _backend(caller.service)).store, caller.tenant
         row = await run_in_threadpool(lambda: store.get(task_id, tenant=tenant))
@@ -315,6 +340,24 @@ def task_router() -> APIRouter:
                 **error_responses(*GUARDED, 501, 404, 422),
             },
             summary="Task status",
+        )
+        router.add_api_route(
+            path + "/result",
+            get_result,
+            methods=["GET"],
+            name="get_task_result" if name else None,
+            responses={
+                200: {
+                    "description": "The result: JSON (as in the task's `result`), text, hOCR "
+                    "or ALTO",
+                    "content": {
+                        representation.MEDIA_TYPES[f].split(";")[0]: {}
+                        for f in representation.TASK_FORMATS
+                    },
+                },
+                **error_responses(*GUARDED, 501, 404, 406, 409, 422),
+            },
+            summary="A finished task's result, as JSON, text, hOCR or ALTO",
         )
         router.add_api_route(
             path,

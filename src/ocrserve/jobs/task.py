@@ -67,7 +67,9 @@ def decode_options(stored: dict[str, Any], defaults: OCROptions) -> tuple[OCROpt
     """Inverse of :func:`encode_options`; fields a row lacks come from ``defaults``.
 
     >>> decode_options({"lang": "en", "cls": False, "max_pages": 3}, OCROptions())
-    (OCROptions(lang='en', use_cls=False, precision=None, min_confidence=0.5), 3)
+    ... # doctest: +NORMALIZE_WHITESPACE
+    (OCROptions(lang='en', use_cls=False, precision=None, min_confidence=0.5, pdf_text='auto',
+                orientation='auto'), 3)
     """
     known = {f.name for f in fields(OCROptions)}
     values = {k: v for k, v in stored.items() if k in known}

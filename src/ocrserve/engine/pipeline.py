@@ -257,7 +257,9 @@ class Engine:
 
         A PDF page whose own text layer is usable is read from it, not recognised, unless
         ``options.pdf_text`` is ``"ocr"`` (``"pdf"``: every PDF page is read from its layer,
-        usable or not; images are always recognised). Pages are read one at a time, each under ``pixels_in_flight`` while it is held: its
+        usable or not; images are always recognised).
+
+        Pages are read one at a time, each under ``pixels_in_flight`` while it is held: its
         image is read (a deferred page decodes it here), its lines found and cut out, and
         the image let go before the next page's, so a call costs one page of memory however
         many pages it is given, and the process no more than the budget however many calls

@@ -83,10 +83,19 @@ class AsyncClient(BaseClient):
         precision: str | None = None,
         cls: bool | None = None,
         max_pages: int | None = None,
+        pdf_text: str | None = None,
+        orientation: str | None = None,
     ) -> OCRResult:
         """Read one image or document: a path, its bytes, or an open binary file."""
         name, data = await _read(file, filename)
-        form = protocol.ocr_form(lang=lang, precision=precision, cls=cls, max_pages=max_pages)
+        form = protocol.ocr_form(
+            lang=lang,
+            precision=precision,
+            cls=cls,
+            max_pages=max_pages,
+            pdf_text=pdf_text,
+            orientation=orientation,
+        )
         response = await self._send(
             "POST", protocol.OCR_PATH, files={protocol.FILE_FIELD: (name, data)}, data=form
         )
@@ -100,12 +109,21 @@ class AsyncClient(BaseClient):
         precision: str | None = None,
         cls: bool | None = None,
         max_pages: int | None = None,
+        pdf_text: str | None = None,
+        orientation: str | None = None,
     ) -> list[OCRResult | FileError]:
         """Read many files in one request: one item per file, in order, a result or an error."""
         uploads = [await _read(f) for f in files]
         if not uploads:
             return []
-        form = protocol.ocr_form(lang=lang, precision=precision, cls=cls, max_pages=max_pages)
+        form = protocol.ocr_form(
+            lang=lang,
+            precision=precision,
+            cls=cls,
+            max_pages=max_pages,
+            pdf_text=pdf_text,
+            orientation=orientation,
+        )
         response = await self._send(
             "POST",
             protocol.BATCH_PATH,

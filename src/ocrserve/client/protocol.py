@@ -99,10 +99,20 @@ def read_source(source: Source, filename: str | None = None) -> tuple[str, bytes
 
 
 def ocr_form(
-    *, lang: str | None, precision: str | None, cls: bool | None, max_pages: int | None
+    *,
+    lang: str | None,
+    precision: str | None,
+    cls: bool | None,
+    max_pages: int | None,
+    pdf_text: str | None = None,
+    orientation: str | None = None,
 ) -> dict[str, str]:
     """The options of ``/ocr`` and ``/ocr/batch`` as form fields (only those given)."""
     form: dict[str, str] = {}
+    if pdf_text is not None:
+        form["pdf_text"] = pdf_text
+    if orientation is not None:
+        form["orientation"] = orientation
     if lang is not None:
         form["lang"] = lang
     if precision is not None:

@@ -33,11 +33,21 @@ SUCCEEDED = frozenset({TaskStatus.succeeded, TaskStatus.partial_success})
 
 
 @dataclass(frozen=True)
+class OCRWord:
+    text: str
+    confidence: float
+    #: Four (x, y) corners: top-left, top-right, bottom-right, bottom-left, in page pixels.
+    box: tuple[tuple[float, float], ...]
+
+
+@dataclass(frozen=True)
 class OCRLine:
     text: str
     confidence: float
     #: Four (x, y) corners: top-left, top-right, bottom-right, bottom-left, in page pixels.
     box: tuple[tuple[float, float], ...]
+    #: The line's words, split at spaces (a line of Chinese is one word).
+    words: tuple[OCRWord, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,10 @@ class OCRPage:
     text: str
     avg_confidence: float
     lines: tuple[OCRLine, ...]
+    #: How far the page was found turned, degrees clockwise; boxes are in the page as sent.
+    angle: int = 0
+    #: "pdf" when read from the PDF's own text layer, "ocr" when recognised.
+    source: str = "ocr"
 
 
 @dataclass(frozen=True)
@@ -83,10 +97,16 @@ class OCRResult:
                     OCRLine(
                         text=str(line["text"]),
                         confidence=float(line["confidence"]),
-                        box=tuple((float(x), float(y)) for x, y in line["box"]),
+                        box=_box(line["box"]),
+                        words=tuple(
+                            OCRWord(str(w["text"]), float(w["confidence"]), _box(w["box"]))
+                            for w in line.get("words", ())
+                        ),
                     )
                     for line in p["lines"]
                 ),
+                angle=int(p.get("angle", 0)),
+                source=str(p.get("source", "ocr")),
             )
             for p in data["pages"]
         )
@@ -102,6 +122,10 @@ class OCRResult:
             filename=data.get("filename"),
             raw=data,
         )
+
+
+def _box(points: Any) -> tuple[tuple[float, float], ...]:
+    return tuple((float(x), float(y)) for x, y in points)
 
 
 @dataclass(frozen=True)

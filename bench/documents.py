@@ -9,12 +9,13 @@
 Word boxes: the labelled word boxes of ``icdar2015_scene_en`` (each labelled "line" there is
 one word; ``###`` / ``ignore`` left out) and ``funsd_forms_train_en`` (its lines' ``words``).
 The upright image is read once (default options: ``lang="ch"``, orientation ``auto``). A
-labelled word is *read correctly* when some predicted word on its page has the same text
-after :func:`word_key` (case folded, punctuation and symbols around it stripped; a label with
-nothing left, a lone ":", is left out and counted apart); it is *matched* when the best of
-those same-text predicted words overlaps it at polygon IoU >= 0.5 (shapely). Reported: the
-matched share among the correctly read words (the issue's target, >= 90%) and among all
-labelled words.
+labelled word is *read correctly* when a predicted word with the same text after
+:func:`word_key` (case folded, punctuation and symbols around it stripped; a label with
+nothing left, a lone ":", is left out and counted apart) overlaps it at all; it is *matched*
+when the best of those same-text predicted words overlaps it at polygon IoU >= 0.5 (shapely).
+A same-text word only elsewhere on the page (a form's second "Date") is not this word read.
+Reported: the matched share among the correctly read words (the issue's target, >= 90%) and
+among all labelled words.
 
 Orientation: every labelled item of every chosen dev set (PDF pages rendered at their
 ``render_dpi`` by ``ocrserve.decode``, as ``bench/engine.py`` renders them) is read upright
@@ -228,7 +229,7 @@ def match_words(name: str, rec: dict[str, Any], result: Any) -> list[dict[str, A
             row["kind"] = "misread"
         else:
             best = max(same, key=lambda t: t[0])
-            row["kind"] = "matched" if best[0] >= IOU else "box"
+            row["kind"] = "matched" if best[0] >= IOU else "box" if best[0] > 0 else "elsewhere"
             row["iou"] = best[0]
             row["pred_text"] = best[1]
             row["pred_box"] = [list(p) for p in best[2]]
@@ -239,14 +240,23 @@ def match_words(name: str, rec: dict[str, Any], result: Any) -> list[dict[str, A
     return out
 
 
+def word_kind(row: dict[str, Any]) -> str:
+    # A same-text word that does not touch the label is another occurrence of the text (a
+    # form's "mm", "Date"): this one was not read as such.
+    if row["kind"] == "box" and row["iou"] == 0:
+        return "elsewhere"
+    return str(row["kind"])
+
+
 def word_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    n = {k: sum(r["kind"] == k for r in rows) for k in ("matched", "box", "misread", "punctuation")}
+    kinds = ("matched", "box", "elsewhere", "misread", "punctuation")
+    n = {k: sum(word_kind(r) == k for r in rows) for k in kinds}
     read = n["matched"] + n["box"]
-    scored = read + n["misread"]
-    ratios = [r for r in rows if r["kind"] in ("matched", "box")]
+    scored = read + n["elsewhere"] + n["misread"]
+    ratios = [r for r in rows if word_kind(r) in ("matched", "box")]
 
     def med(key: str, kinds: tuple[str, ...]) -> float | None:
-        vals = [r[key] for r in ratios if r["kind"] in kinds and r.get(key) is not None]
+        vals = [r[key] for r in ratios if word_kind(r) in kinds and r.get(key) is not None]
         return statistics.median(vals) if vals else None
 
     return {
@@ -329,9 +339,10 @@ def run_set(
     from ocrserve.types import OCROptions, Page
 
     folder = args.eval_dir / "dev" / name
-    records = read_jsonl(folder / "labels.jsonl")[: args.limit]
+    stop = None if args.limit is None else args.skip + args.limit
+    records = read_jsonl(folder / "labels.jsonl")[args.skip : stop]
     labels = folder / "labels.jsonl"
-    if args.limit is not None:
+    if args.limit is not None or args.skip:
         # score.py counts every labelled item it gets no prediction for as empty output.
         labels = run / "labels" / name / "labels.jsonl"
         write_jsonl(labels, records)
@@ -424,15 +435,28 @@ def merge(sets: dict[str, dict[str, Any]], paths: Sequence[Path]) -> list[str]:
             if "scores" in old and "scores" not in new:
                 new["pages"], new["scores"] = old["pages"], old["scores"]
                 used.append(f"{name} orientation")
+            elif "scores" in old and not {item_key(p) for p in old["pages"]} & {
+                item_key(p) for p in new["pages"]
+            }:
+                # Other items of the same set (--skip): their pages and character edits add up.
+                new["pages"] = old["pages"] + new["pages"]
+                for angle, score in old["scores"].items():
+                    mine = new["scores"][angle]
+                    for key in ("char_edits", "ref_chars"):
+                        mine[key] += score[key]
+                    mine["items"] |= score["items"]
+                    mine["cer"] = mine["char_edits"] / mine["ref_chars"] if mine["ref_chars"] else 0
+                used.append(f"{name} orientation, items {len(old['pages'])} more")
             if "word_summary" in old and "word_summary" not in new:
-                new["words"], new["word_summary"] = old["words"], old["word_summary"]
+                new["words"], new["word_summary"] = old["words"], word_summary(old["words"])
                 used.append(f"{name} words")
         limit = earlier.get("args", {}).get("limit")
+        skip = earlier.get("args", {}).get("skip") or 0
         if used:
             notes.append(
                 f"From an earlier run ({path.name}, commit {head}"
                 f"{' with uncommitted changes' if dirty else ''}"
-                f"{f', the first {limit} items of each set' if limit else ''}): "
+                f"{f', items {skip + 1} to {skip + limit} of each set' if limit else ''}): "
                 f"{', '.join(used)}."
             )
     return notes
@@ -455,16 +479,20 @@ def render(raw: dict[str, Any]) -> str:
     word_sets = {k: v for k, v in sets.items() if "word_summary" in v}
     if word_sets:
         lines += [
-            f"Word boxes: a labelled word is *read* when a predicted word has the same text "
-            f"(case folded, punctuation around it stripped), *matched* when the best such word "
-            f"overlaps its label at IoU >= {IOU}. Target: >= {WORD_TARGET:.0%} of read words "
-            "matched.",
+            "Word boxes: a labelled word is *read* when a predicted word with the same text "
+            "(case folded, punctuation around it stripped) overlaps it, *matched* when the best "
+            f"such word overlaps it at IoU >= {IOU}; *elsewhere*: its text was read only "
+            "elsewhere on the page. Target: >= "
+            f"{WORD_TARGET:.0%} of read words matched. Width and height: the read words' "
+            "predicted box over their label's, medians.",
             "",
         ]
         lines += table_head(
             [
                 "set",
                 "labelled words",
+                "misread",
+                "elsewhere",
                 "read",
                 "matched",
                 "% of read",
@@ -483,6 +511,8 @@ def render(raw: dict[str, Any]) -> str:
                     [
                         name,
                         str(w["labelled"]),
+                        str(w["misread"]),
+                        str(w["elsewhere"]),
                         str(w["read"]),
                         str(w["matched"]),
                         pct(w["share_of_read"]),
@@ -631,6 +661,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="words, orientation or both (default)",
     )
     ap.add_argument("--limit", type=positive, default=None, help="first N items of each set")
+    ap.add_argument(
+        "--skip",
+        type=int,
+        default=0,
+        help="leave out the first N items of each set (another run of those is --merge'd)",
+    )
     ap.add_argument("--no-tesseract", action="store_true", help="skip Tesseract's OSD")
     ap.add_argument(
         "--cost-limit",
@@ -688,7 +724,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sets = {name: sets[name] for name in DEV_SETS if name in sets}
     machine["loadavg_end"] = os.getloadavg()[0]
     raw: dict[str, Any] = {
-        "args": raw_args(args),
+        "args": raw_args(args) | {"merge": [str(m) for m in args.merge]},
         "machine": machine,
         "machine_line": machine_header(machine, ("tesseract",), f" · shapely {pkg('shapely')}"),
         "commit": commit(["src", "bench/documents.py"]),
@@ -696,8 +732,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sets": sets,
         "notes": notes,
     }
-    if args.limit is not None:
-        raw["notes"].append(f"Partial run: the first {args.limit} items of each set.")
+    if args.limit is not None or args.skip:
+        raw["notes"].append(
+            f"Partial run: items {args.skip + 1} to {args.skip + (args.limit or 0)} of each set."
+        )
     publish(TAG, run, raw, render(raw), to_results=args.write_results)
     return 0
 

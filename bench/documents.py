@@ -688,6 +688,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="measure nothing: report what the --merge files hold",
     )
+    ap.add_argument(
+        "--note",
+        action="append",
+        default=[],
+        help="a sentence for the report's notes (what the failures were, read by a person)",
+    )
     ap.add_argument("--write-results", action="store_true", help="update bench/RESULTS.md")
     return ap.parse_args(argv)
 
@@ -699,6 +705,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ocrserve.types import OCROptions, Page
 
     machine = machine_info()
+    # The code measured is the one at the start: others may commit while a long run goes on.
+    at_start = commit(["src", "bench/documents.py"])
     run = new_run(TAG)
     if args.report_only:
         args.sets = []
@@ -717,17 +725,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in args.sets:
         sets[name] = run_set(name, engine, args, run, progress)
         # A long run's finished sets survive its interruption: --merge reads this file.
-        partial = {"commit": commit(["src", "bench/documents.py"]), "sets": sets}
+        partial = {"commit": at_start, "sets": sets}
         partial["args"] = raw_args(args)
         run.with_suffix(".partial.json").write_text(json.dumps(partial), encoding="utf-8")
-    notes = merge(sets, args.merge)
+    notes = [*merge(sets, args.merge), *args.note]
     sets = {name: sets[name] for name in DEV_SETS if name in sets}
     machine["loadavg_end"] = os.getloadavg()[0]
     raw: dict[str, Any] = {
         "args": raw_args(args) | {"merge": [str(m) for m in args.merge]},
         "machine": machine,
         "machine_line": machine_header(machine, ("tesseract",), f" · shapely {pkg('shapely')}"),
-        "commit": commit(["src", "bench/documents.py"]),
+        "commit": at_start,
         "tesseract": machine["tesseract"],
         "sets": sets,
         "notes": notes,

@@ -225,7 +225,9 @@ async def test_rate_limit_per_key(engine: Engine) -> None:
 async def test_a_full_queue_is_503_with_retry_after(engine: Engine) -> None:
     s = settings(lanes=1, max_batch_size=1, queue_max_pages=2, cache_max_entries=0)
     async for client in client_for(s, engine):
-        first = asyncio.create_task(client.post("/ocr", files={"image": ("f.pdf", PDF)}))
+        first = asyncio.create_task(
+            client.post("/ocr", files={"image": ("f.pdf", PDF)}, data={"pdf_text": "ocr"})
+        )
         for _ in range(500):  # until the PDF's pages are queued behind the busy lane
             await asyncio.sleep(0.02)
             if await queued_pages(client) >= 2:
@@ -239,7 +241,7 @@ async def test_a_full_queue_is_503_with_retry_after(engine: Engine) -> None:
 async def test_past_the_deadline_504(engine: Engine) -> None:
     s = settings(lanes=1, max_batch_size=1, request_timeout_s=0.05, cache_max_entries=0)
     async for client in client_for(s, engine):
-        r = await client.post("/ocr", files={"image": ("f.pdf", PDF)})
+        r = await client.post("/ocr", files={"image": ("f.pdf", PDF)}, data={"pdf_text": "ocr"})
         assert_error(r, 504, "deadline_exceeded")
         metrics = (await client.get("/metrics")).text
         assert 'ocrserve_rejections_total{reason="deadline"} 1.0' in metrics

@@ -42,13 +42,14 @@ def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def submit_pdfs(base: str, n: int, file_server: str, receiver: Receiver) -> list[str]:
-    """Submit ``n`` two-page PDF tasks with callbacks; their ids in order."""
+    """Submit ``n`` two-page PDF tasks with callbacks, recognised (seconds a page, not the
+    text layer's milliseconds): their ids in order."""
     ids = []
     for k in range(n):
         r = requests.post(
             f"{base}/ocr/async",
             json={"image_url": f"{file_server}/irs_f1040nr.pdf", "callback_url": receiver.url,
-                  "max_pages": 2, "metadata": {"n": k}},
+                  "max_pages": 2, "pdf_text": "ocr", "metadata": {"n": k}},
             timeout=10,
         )  # fmt: skip
         assert r.status_code == 202

@@ -71,8 +71,9 @@ def test_sigterm_answers_running_requests_in_json_and_releases_running_tasks(
     try:
         r = requests.post(
             f"{base}/ocr/async",
+            # pdf_text=ocr: pages recognised, seconds each (their text layer takes ms)
             json={"image_url": f"{file_server}/irs_f1040nr.pdf", "max_pages": 2,
-                  "callback_url": receiver.url},
+                  "pdf_text": "ocr", "callback_url": receiver.url},
             timeout=10,
         )  # fmt: skip
         task_id = r.json()["task_id"]
@@ -84,7 +85,8 @@ def test_sigterm_answers_running_requests_in_json_and_releases_running_tasks(
 
         def sync_request() -> None:  # five PDF pages behind the task's: far past the grace
             resp = httpx.post(
-                f"{base}/ocr", files={"image": ("f.pdf", PDF)}, data={"max_pages": "5"},
+                f"{base}/ocr", files={"image": ("f.pdf", PDF)},
+                data={"max_pages": "5", "pdf_text": "ocr"},
                 timeout=120,
             )  # fmt: skip
             answer.update(status=resp.status_code, headers=resp.headers, body=resp.text)

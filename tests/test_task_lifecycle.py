@@ -353,7 +353,8 @@ async def test_heartbeat_errors_do_not_stop_the_run(engine: Engine, store: TaskS
 
     store.heartbeat = flaky  # type: ignore[method-assign]
     try:
-        row, _ = store.create(new_task(PDF, max_pages=2))
+        # recognised (seconds a page), so that the lease is renewed while it runs
+        row, _ = store.create(new_task(PDF, max_pages=2, pdf_text="ocr"))
         await workers.drain()
     finally:
         batcher.stop()

@@ -203,7 +203,7 @@ async def test_multipart_submit_progress_on_a_pdf_cancel_and_purge(
     async for client in client_for(s, engine):
         pdf = (await client.post(
             "/ocr/async", files={"image": ("f.pdf", PDF)},
-            data={"max_pages": "3", "metadata": json.dumps({"kind": "form"})},
+            data={"max_pages": "3", "pdf_text": "ocr", "metadata": json.dumps({"kind": "form"})},
         )).json()["task_id"]  # fmt: skip
         queued = (await client.post("/ocr/async", json={"image_base64": b64(LONG_LINE)})).json()
         r = await client.delete(f"/task/{queued['task_id']}")  # still behind the PDF: cancellable

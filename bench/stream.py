@@ -453,7 +453,8 @@ def render(
         f"- Documents: generated scanned-style PDFs, every page one {PAGE_W}x{PAGE_H} grey "
         f"JPEG at {PAGE_DPI} dpi (no text layer), 6-10 lines of words, different per page; "
         f"rendered at the default 200 dpi ({sizes}).",
-        "- CLI: `ocrserve ocr FILE --format jsonl --pdf-text ocr --max-pages N -o FILE`, one "
+        "- CLI: `ocrserve ocr FILE --format jsonl --pdf-text ocr --no-cls --orientation off "
+        "--max-pages N -o FILE` (async: the same options), one "
         "process per document (model loading included in its seconds and peak). Async: one "
         "fresh `ocrserve serve` per document (embedded workers, SQLite, cache off), idle RSS "
         "read 1 s after /ready says its task store is up; seconds from POST /ocr/async to "

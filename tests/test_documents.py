@@ -303,3 +303,34 @@ def test_cli_takes_the_pdf_text_and_orientation_options(tmp_path: Path) -> None:
     assert json.loads(r.stdout.splitlines()[0])["source"] == "pdf"
     r = cli("ocr", turned, "--orientation", "sideways")
     assert r.returncode == 2 and b"sideways" in r.stderr
+
+
+def test_cli_json_lines_come_out_as_pages_are_read(tmp_path: Path) -> None:
+    # Twelve recognised pages take tens of seconds: the first chunk's lines must be out while
+    # the rest are still being read (before, nothing came out until the whole file was read).
+    pdf = pdfium.PdfDocument.new()
+    source = pdfium.PdfDocument(PDF)
+    for _ in range(3):
+        pdf.import_pages(source, [0, 1, 2, 3])
+    long_pdf = tmp_path / "long.pdf"
+    pdf.save(long_pdf)
+    pdf.close()
+    source.close()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ocrserve", "ocr", long_pdf, "-f", "jsonl", "--pdf-text", "ocr",
+         "--no-cls", "--orientation", "off"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        fd, out = proc.stdout.fileno(), b""
+        while out.count(b"\n") < 4:  # the first engine call's pages
+            more = os.read(fd, 65536)
+            assert more, "the CLI exited before writing four pages"
+            out += more
+        first = [json.loads(line) for line in out.splitlines()]
+        assert [p["page"] for p in first] == [1, 2, 3, 4]  # and not a line more yet
+        assert proc.poll() is None  # eight pages still to read
+    finally:
+        proc.kill()
+        proc.communicate()

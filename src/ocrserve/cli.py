@@ -61,6 +61,8 @@ class _FileResult:
     doc: Document | None = None
     pages: list[PageResult] | None = None
     error: OCRServeError | None = None
+    #: Pages already written (JSON lines go out as they are read).
+    streamed: int = 0
 
 
 def _settings(**overrides: object) -> Settings:
@@ -282,6 +284,7 @@ def ocr(
             for start in range(0, len(result.doc.pages), _PAGES_PER_CALL):
                 chunk = result.doc.pages[start : start + _PAGES_PER_CALL]
                 result.pages += engine.run(chunk, options)
+                target.progress(result)
                 bar.update(len(chunk))
         except OCRServeError as e:
             result.error = e
@@ -356,6 +359,17 @@ class _Target:
             else:
                 self._stream = open(output, "w", encoding="utf-8")  # noqa: SIM115
 
+    def progress(self, r: _FileResult) -> None:
+        """Pages as they are read: JSON lines go out at once, so a long PDF shows its first
+        pages in seconds and an interrupted run keeps what it read."""
+        if self.fmt is OutputFormat.jsonl and r.pages:
+            for page in r.pages[r.streamed :]:
+                typer.echo(
+                    json.dumps({"file": str(r.path), **page.to_dict()}, ensure_ascii=False),
+                    file=self._stream,
+                )
+            r.streamed = len(r.pages)
+
     def emit(self, r: _FileResult, engine: Engine, dpi: int) -> None:
         if not self.document:
             _emit(r, self.fmt, engine, many=self.many, out=self._stream)
@@ -393,7 +407,7 @@ def _emit(
         if r.pages is None:
             typer.echo(json.dumps(_file_dict(r, engine), ensure_ascii=False), file=out)
             return
-        for page in r.pages:
+        for page in r.pages[r.streamed :]:  # what _Target.progress has not written yet
             typer.echo(
                 json.dumps({"file": str(r.path), **page.to_dict()}, ensure_ascii=False), file=out
             )

@@ -334,3 +334,24 @@ def test_cli_json_lines_come_out_as_pages_are_read(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.communicate()
+
+
+@pytest.mark.parametrize(
+    ("turn", "angle"),
+    [
+        (None, 0),
+        (cv2.ROTATE_90_CLOCKWISE, 90),
+        (cv2.ROTATE_180, 180),
+        (cv2.ROTATE_90_COUNTERCLOCKWISE, 270),
+    ],
+)
+def test_a_page_of_a_short_word_is_turned_by_reading_it(
+    engine: Engine, turn: int | None, angle: int
+) -> None:
+    # "of": a box no longer than it is high gives the classifier no line to vote on (the
+    # votes alone left all three turns at 0); the turn is the one that reads best.
+    word = np.ascontiguousarray(phototest()[150:195, 30:70])
+    image = word if turn is None else np.ascontiguousarray(cv2.rotate(word, turn))
+    [result] = engine.run([Page(image)])
+    assert result.angle == angle
+    assert result.text == "of"

@@ -126,18 +126,9 @@ class AngleClassifier:
         )
 
     def scores(self, crops: list[U8]) -> list[float]:
-        """The probability that each crop is upside down (orient.py's page vote)."""
-        out: list[float] = []
-        bs = self.options.batch_size
-        for start in range(0, len(crops), bs):
-            chunk = crops[start : start + bs]
-            probs = self.session.run(np.stack([self._prepare(c) for c in chunk]))
-            if probs.shape[0] != len(chunk):
-                raise EngineError(
-                    f"classifier returned {probs.shape[0]} results for {len(chunk)} crops"
-                )
-            out += [float(p[1]) for p in probs]
-        return out
+        """The probability that each crop is upside down (orient.py's page vote), a long
+        crop's averaged over its windows as for the turn itself."""
+        return self._upside_down(crops)
 
     def _prepare(self, crop: U8) -> F32:
         o = self.options

@@ -310,6 +310,10 @@ class Engine:
     ) -> list[PageResult]:
         """Detect, turn and read ``pages``: :meth:`run`'s work for the pages without a usable
         text layer."""
+
+        def confident(lines: list[U8]) -> tuple[float, ...]:
+            return stages.recs[rec_file](lines).confidences
+
         detected: list[DetResult] = []
         sizes: list[tuple[int, int]] = []  # (width, height) of each page as it came
         angles: list[int] = []
@@ -323,7 +327,9 @@ class Engine:
                 [found] = stages.det([img])
                 angle = 0
                 if opts.orientation == "auto":
-                    angle = page_angle(img, found.boxes, stages.cls, _crop, self.orient_options)
+                    angle = page_angle(
+                        img, found.boxes, stages.cls, _crop, self.orient_options, read=confident
+                    )
                 if angle:
                     # Detected again upright: the detector finds lines best as they were
                     # printed, and the reading order is the upright page's.

@@ -41,7 +41,7 @@ import pypdfium2 as pdfium
 import tables
 
 from ocrserve.config import Settings
-from ocrserve.decode import decode_bytes
+from ocrserve.decode import DecodeLimits, decode_bytes
 from ocrserve.engine import Engine
 from ocrserve.layout import page_text
 from ocrserve.pdftext import TextLayer, read_text_layer
@@ -53,6 +53,8 @@ from tests.test_pdftext import HELVETICA, IRS, scanned, tiny_pdf
 
 SETS = ("pdf_docs", "pdf_docs_more")
 DPI = 200
+#: The Chinese mind map is 45 M pixels at 200 dpi, over the default 40 M page limit.
+LIMITS = DecodeLimits(max_pixels=60_000_000, pdf_dpi=DPI)
 NOSPACE = {("chem_notation_mindmap_zh.pdf", 1)}
 
 
@@ -124,7 +126,7 @@ def main() -> None:
                 variants["stream"].append(rec["page_text_stream_order"] if rec else "")
                 text = ""
                 if engine is not None:
-                    page = decode_bytes(data).pages[index]
+                    page = decode_bytes(data, LIMITS).pages[index]
                     for mode in ("auto", "ocr"):
                         t0 = time.perf_counter()
                         [result] = engine.run([page], OCROptions(pdf_text=mode))  # type: ignore[arg-type]

@@ -7,7 +7,14 @@ page's detected boxes and that classifier together tell all four turns:
   (90 or 270 degrees); otherwise it is upright or upside down (0 or 180);
 - a sample of its longest lines, cut out and laid flat as the engine would read them, is shown
   to the line classifier: if most of the lines it is sure of are upside down, the page is at
-  the other angle of the pair (270 rather than 90, 180 rather than 0).
+  the other angle of the pair (270 rather than 90, 180 rather than 0);
+- a turn so called is checked by the recogniser, which reads the longest lines both ways: an
+  upright page is never turned on the classifier's word alone;
+- a page with too few long lines or sure votes for that (a photo, a sign: a few short words)
+  is read in all four turns, and takes the one that reads best.
+
+Measured (``bench/documents.py``): the pages of documents (receipts, forms, scans, PDFs) right
+at every turn; scene photos and shop signs less often, as ``bench/RESULTS.md`` says.
 
 A page of vertical Chinese or Japanese columns also has tall boxes; it is read as turned by 90
 degrees (columns become rows, rightmost first), which gives the same crops and the columns'
@@ -49,7 +56,8 @@ class OrientOptions:
     #: min_votes 2, sure 0.8 (before): 4/15 and 5/5 (ReCTS), 18/36 and 12/12 (ICDAR);
     #: 1 and 0.8: 11/15, 4/5, 24/36, 11/12; 1 and 0.9 (now): 10/15, 4/5, 23/36, 12/12.
     #: Document pages (receipts, forms, Tesseract's pages) have tens of sure votes: all right
-    #: under both rules.
+    #: under both rules. (Where the engine gives a reader, a page with fewer than ``few``
+    #: votes is decided by reading instead: see below.)
     min_votes: int = 1
     #: A turn the votes call is read by the recogniser on this many of the longest lines,
     #: both ways: the page is turned only where the turned reading is the more confident by

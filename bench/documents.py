@@ -726,7 +726,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sets[name] = run_set(name, engine, args, run, progress)
         # A long run's finished sets survive its interruption: --merge reads this file.
         partial = {"commit": at_start, "sets": sets}
-        partial["args"] = raw_args(args)
+        partial["args"] = raw_args(args) | {"merge": [str(m) for m in args.merge]}
         run.with_suffix(".partial.json").write_text(json.dumps(partial), encoding="utf-8")
     notes = [*merge(sets, args.merge), *args.note]
     sets = {name: sets[name] for name in DEV_SETS if name in sets}

@@ -95,9 +95,11 @@ async def test_submit_202_then_status_then_one_signed_callback(
         assert event["task_id"] == body["task_id"] and event["status"] == "succeeded"
         assert event["text"] == done["result"]["text"] and event["metadata"] == {"invoice": 42}
         assert {"pages", "avg_confidence"} <= set(event)
+        # The receiver has the event before the sender records the answer: wait for that.
+        callback = await callback_settled(client, body["task_id"], "delivered")
+        assert [a["status_code"] for a in callback["attempts"]] == [200]
         status = (await client.get(f"/v1/tasks/{body['task_id']}")).json()
         assert status["callback"]["state"] == "delivered"
-        assert [a["status_code"] for a in status["callback"]["attempts"]] == [200]
         assert len(receiver.calls) == 1
 
 

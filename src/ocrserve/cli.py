@@ -453,4 +453,6 @@ def main() -> None:
     # Alembic lists its autogenerate plugins at INFO when imported, in every process at every
     # start; that says nothing about the database ("Running upgrade ..." lines still do).
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    # pikepdf announces its logger bridge at INFO on the first PDF written (--format pdf).
+    logging.getLogger("pikepdf._core").setLevel(logging.WARNING)
     app()

@@ -51,6 +51,8 @@ from typing import TYPE_CHECKING, Any
 
 from harness import (
     DEFAULT_EVAL_DIR,
+    DEV_SETS,
+    SCORE_FLAGS,
     commit,
     machine_header,
     machine_info,
@@ -66,24 +68,8 @@ if TYPE_CHECKING:
     Image = npt.NDArray[np.uint8]
 
 TAG = "documents"
-DEV_SETS = (
-    "sroie_receipts_en",
-    "icdar2015_scene_en",
-    "rects_signboards_zh",
-    "tesseract_pages_en",
-    "pdf_docs",
-    "funsd_forms_train_en",
-    "pdf_docs_more",
-)
 #: The sets with labelled word boxes.
 WORD_SETS = ("icdar2015_scene_en", "funsd_forms_train_en")
-#: As bench/engine.py scores them: SROIE's ground truth is all upper case; Chinese has no
-#: spaces; FUNSD's ground truth puts spaces inside tokens ("12 /10 /98").
-SCORE_FLAGS: dict[str, tuple[str, ...]] = {
-    "sroie_receipts_en": ("--ignore-case",),
-    "rects_signboards_zh": ("--nospace",),
-    "funsd_forms_train_en": ("--nospace",),
-}
 ANGLES = (0, 90, 180, 270)
 PARTS = ("words", "orientation")
 IOU = 0.5

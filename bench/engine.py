@@ -70,8 +70,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 # and the tables import as top-level modules.
 from harness import (
     DEFAULT_EVAL_DIR,
+    DEV_SETS,
     MB,
     ROOT,
+    SCORE_FLAGS,
     env_overrides,
     forbid_network,
     machine_header,
@@ -102,24 +104,8 @@ BASELINE = "rapidocr"
 TARGET_PEER = "faster-paddle-small"
 SPEED = "speed"
 DENSE = "dense"
-DEV_SETS = (
-    "sroie_receipts_en",
-    "icdar2015_scene_en",
-    "rects_signboards_zh",
-    "tesseract_pages_en",
-    "pdf_docs",
-    "funsd_forms_train_en",
-    "pdf_docs_more",
-)
 #: The dev sets whose labelled PDF pages are the dense pages.
 DENSE_SOURCES = ("pdf_docs", "pdf_docs_more")
-#: SROIE's ground truth is all upper case; Chinese has no spaces to score; FUNSD's ground truth
-#: puts spaces inside tokens ("12 /10 /98").
-SCORE_FLAGS: dict[str, tuple[str, ...]] = {
-    "sroie_receipts_en": ("--ignore-case",),
-    "rects_signboards_zh": ("--nospace",),
-    "funsd_forms_train_en": ("--nospace",),
-}
 #: Items scored once more alone with other flags (score.py's flags are per run, not per item):
 #: pdf_docs_more mixes English pages with a Chinese one.
 ITEM_FLAGS: dict[str, dict[tuple[str, int], tuple[str, ...]]] = {

@@ -41,6 +41,25 @@ MB = 1024 * 1024
 STOP_TIMEOUT_S = 60.0
 
 
+#: The labelled dev sets of ``../shared/eval/dev``, in the order the reports list them.
+DEV_SETS = (
+    "sroie_receipts_en",
+    "icdar2015_scene_en",
+    "rects_signboards_zh",
+    "tesseract_pages_en",
+    "pdf_docs",
+    "funsd_forms_train_en",
+    "pdf_docs_more",
+)
+#: score.py's flags per set: SROIE's ground truth is all upper case; Chinese has no spaces to
+#: score; FUNSD's ground truth puts spaces inside tokens ("12 /10 /98").
+SCORE_FLAGS: dict[str, tuple[str, ...]] = {
+    "sroie_receipts_en": ("--ignore-case",),
+    "rects_signboards_zh": ("--nospace",),
+    "funsd_forms_train_en": ("--nospace",),
+}
+
+
 # --------------------------------------------------------------------------- the machine
 
 

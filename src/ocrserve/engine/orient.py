@@ -92,8 +92,7 @@ def page_angle(
     wide: list[tuple[float, F32]] = []
     tall: list[tuple[float, F32]] = []
     for box in boxes:
-        w = float(max(np.linalg.norm(box[0] - box[1]), np.linalg.norm(box[2] - box[3])))
-        h = float(max(np.linalg.norm(box[0] - box[3]), np.linalg.norm(box[1] - box[2])))
+        w, h = _sides(box)
         if w >= options.elongation * h:
             wide.append((w, box))
         elif h >= options.elongation * w:
@@ -136,8 +135,7 @@ def _best_read_turn(
     ``OrientOptions.few``); 0 unless another is surer by ``read_margin``."""
     sized = []
     for box in boxes:
-        w = float(max(np.linalg.norm(box[0] - box[1]), np.linalg.norm(box[2] - box[3])))
-        h = float(max(np.linalg.norm(box[0] - box[3]), np.linalg.norm(box[1] - box[2])))
+        w, h = _sides(box)
         if min(w, h) >= 8:
             sized.append((w * h, w, h, box))
     sized.sort(key=lambda item: -item[0])
@@ -158,6 +156,13 @@ def _best_read_turn(
         by_turn[angle] = float(np.mean(read(views)))
     best = max(by_turn, key=lambda a: by_turn[a])
     return best if by_turn[best] > by_turn[0] + options.read_margin else 0
+
+
+def _sides(box: F32) -> tuple[float, float]:
+    """A quad's width and height: its longer top/bottom edge and its longer side edge."""
+    w = float(max(np.linalg.norm(box[0] - box[1]), np.linalg.norm(box[2] - box[3])))
+    h = float(max(np.linalg.norm(box[0] - box[3]), np.linalg.norm(box[1] - box[2])))
+    return w, h
 
 
 def _reads_better_turned(

@@ -49,6 +49,12 @@ class PageOut(BaseModel):
     source: Literal["ocr", "pdf"] = Field(
         "ocr", description="'pdf': read from the PDF's own text layer, not recognised."
     )
+    engine: str = Field(
+        "ppocr",
+        description="The engine that read the page: 'ppocr', 'tesseract' (a language PP-OCR has "
+        "no model for, or the fallback when PP-OCR failed on the page), 'pdf' (its text layer).",
+    )
+    model: str = Field("", description="The version of the models that read the page.")
     lines: list[LineOut]
 
 

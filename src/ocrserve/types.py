@@ -229,7 +229,9 @@ class PageResult:
     ``angle`` is how far the page's content was found turned, in degrees clockwise (0, 90,
     180 or 270): it was read turned back by as much, and its boxes are still in the pixels of
     the page as it came. ``source`` says whether the text was recognised or read from a PDF's
-    text layer (confidence 1.0 then).
+    text layer (confidence 1.0 then). ``engine`` names the engine that read it (``ppocr``,
+    ``tesseract``; ``pdf`` for a text layer) and ``model`` that engine's model version, so a
+    page read by a fallback engine or a candidate model set says so.
     """
 
     index: int
@@ -240,6 +242,8 @@ class PageResult:
     timings: Timings = field(default_factory=Timings)
     angle: int = 0
     source: PageSource = "ocr"
+    engine: str = "ppocr"
+    model: str = ""
 
     @property
     def avg_confidence(self) -> float:
@@ -256,6 +260,8 @@ class PageResult:
             "avg_confidence": round(self.avg_confidence, 5),
             "angle": self.angle,
             "source": self.source,
+            "engine": self.engine,
+            "model": self.model,
             "lines": [
                 {
                     "text": line.text,

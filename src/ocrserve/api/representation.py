@@ -159,6 +159,8 @@ def page_results(result: OCRResult) -> list[PageResult]:
             text=page.text,
             angle=page.angle,
             source=page.source,
+            engine=page.engine,
+            model=page.model,
         )
         for page in result.pages
     ]

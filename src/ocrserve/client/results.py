@@ -62,6 +62,9 @@ class OCRPage:
     angle: int = 0
     #: "pdf" when read from the PDF's own text layer, "ocr" when recognised.
     source: str = "ocr"
+    #: The engine that read the page ("ppocr", "tesseract", "pdf") and its model version.
+    engine: str = "ppocr"
+    model: str = ""
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,8 @@ class OCRResult:
                 ),
                 angle=int(p.get("angle", 0)),
                 source=str(p.get("source", "ocr")),
+                engine=str(p.get("engine", "ppocr")),
+                model=str(p.get("model", "")),
             )
             for p in data["pages"]
         )

@@ -303,6 +303,7 @@ class Engine:
             text=layer.text,
             timings=Timings(total=elapsed),
             source="pdf",
+            engine="pdf",
         )
 
     def _recognise(

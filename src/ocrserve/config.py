@@ -179,6 +179,21 @@ class Settings(BaseSettings):
         description="Which model set of OCRSERVE_MODEL_DIR: its manifest.<tier>.json (small: "
         "also manifest.json, or the rapidocr wheel's built-in PP-OCRv6 small models).",
     )
+    #: Models beyond the default language's (other languages' recognisers and detectors) stay
+    #: loaded while their files fit in this many MB; past it the least recently used goes.
+    model_memory_mb: int = Field(default=512, ge=0)
+    #: Model rollout: a second model set (a folder like OCRSERVE_MODEL_DIR) that reads this
+    #: share of requests, chosen by a stable hash of the request, or forced by a header.
+    candidate_model_dir: Path | None = None
+    candidate_model_tier: str = Field(default=DEFAULT_TIER, pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    candidate_share: float = Field(default=0.05, ge=0.0, le=1.0)
+    #: Tesseract, the second engine: the languages PP-OCR has no model for, and the fallback
+    #: when PP-OCR fails on a page. ``off``: PP-OCR alone.
+    second_engine: Literal["tesseract", "off"] = "tesseract"
+    #: After this many consecutive PP-OCR failures, pages go straight to the fallback engine
+    #: for ``breaker_reset_s``, then one call tries PP-OCR again.
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_reset_s: float = Field(default=30.0, gt=0.0)
     data_dir: Path = Field(default_factory=_default_data_dir)
     precision: Precision = "fp32"
     lang: str = "ch"

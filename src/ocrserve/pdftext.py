@@ -32,7 +32,9 @@ The rule (``bench/pdftext.py`` measures it on the dev PDFs; thresholds in :class
 from __future__ import annotations
 
 import ctypes
+import logging
 import math
+import time
 import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -44,7 +46,9 @@ import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 
 from ocrserve.layout import reading_order
-from ocrserve.types import Box, Line, PageSource, Word
+from ocrserve.types import Box, Line, OCROptions, Page, PageResult, PageSource, Timings, Word
+
+log = logging.getLogger(__name__)
 
 __all__ = ["LayerRule", "TextLayer", "judge", "read_text_layer"]
 
@@ -459,3 +463,28 @@ def _ink_covered(page: Any, lines: Sequence[Line], width: int, height: int) -> f
         y1 = math.ceil((max(ys) + pad) * sy)
         covered[y0:y1, x0:x1] = True
     return int((ink & covered).sum()) / total
+
+
+def page_from_text_layer(page: Page, opts: OCROptions) -> PageResult | None:
+    """The page read from its PDF text layer, where the options and the layer allow; None
+    where an engine is to recognise it (``pdf_text``: ``auto`` takes a usable layer, ``pdf``
+    any layer, ``ocr`` none). Every engine reads a PDF page through this first."""
+    if opts.pdf_text == "ocr" or not page.has_text_layer:
+        return None
+    t0 = time.perf_counter()
+    layer = page.text_layer()
+    if layer is None:
+        return None
+    if not layer.usable and opts.pdf_text == "auto":
+        log.debug("page %d: text layer not used: %s", page.index, layer.reason)
+        return None
+    return PageResult(
+        index=page.index,
+        width=layer.width,
+        height=layer.height,
+        lines=layer.lines,
+        text=layer.text,
+        timings=Timings(total=time.perf_counter() - t0),
+        source="pdf",
+        engine="pdf",
+    )

@@ -104,9 +104,11 @@ class ModelSet:
     """
 
     folder: Path
-    det: ModelSpec
+    det: ModelSpec  # the detector of languages no other detector names
     cls: ModelSpec
     recs: tuple[ModelSpec, ...]
+    #: Detectors made for some languages (a manifest's det entries with ``langs``).
+    dets: tuple[ModelSpec, ...] = ()
 
     @classmethod
     def locate(
@@ -120,11 +122,19 @@ class ModelSet:
         for task in ("det", "cls", "rec"):
             if not by_task[task]:
                 raise ModelError(f"no {task} model described for {folder}")
-        model_set = cls(folder, by_task["det"][0], by_task["cls"][0], tuple(by_task["rec"]))
+        dets = by_task["det"]
+        general = next((d for d in dets if not d.langs), dets[0])
+        special = tuple(d for d in dets if d is not general)
+        model_set = cls(folder, general, by_task["cls"][0], tuple(by_task["rec"]), special)
         if verify:
-            for spec in (model_set.det, model_set.cls, *model_set.recs):
+            for spec in model_set.specs:
                 model_set.verify(spec)
         return model_set
+
+    @property
+    def specs(self) -> tuple[ModelSpec, ...]:
+        """Every model of the set, the general detector first."""
+        return (self.det, *self.dets, self.cls, *self.recs)
 
     def path(self, spec: ModelSpec) -> Path:
         return self.folder / spec.file
@@ -156,6 +166,11 @@ class ModelSet:
     def rec_for(self, lang: str) -> ModelSpec | None:
         code = normalize_lang(lang)
         return next((spec for spec in self.recs if code in spec.langs), None)
+
+    def det_for(self, lang: str) -> ModelSpec:
+        """The detector made for ``lang`` where the set has one, else the general one."""
+        code = normalize_lang(lang)
+        return next((spec for spec in self.dets if code in spec.langs), self.det)
 
 
 def manifest_name(tier: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -21,6 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import numpy.typing as npt
+from cachetools import LRUCache
 
 from ocrserve.config import Settings
 from ocrserve.engine.cls import AngleClassifier, ClsOptions
@@ -34,6 +35,7 @@ from ocrserve.engine.session import CPU, OrtSession, RuntimeOptions, resolve_pro
 from ocrserve.engine.words import CropGeometry
 from ocrserve.errors import EngineError, LanguageNotInstalledError, OptionError
 from ocrserve.layout import join_text, reading_order
+from ocrserve.pdftext import page_from_text_layer
 from ocrserve.types import PRECISIONS, Box, Line, OCROptions, Page, PageResult, Precision, Timings
 
 log = logging.getLogger(__name__)
@@ -44,11 +46,70 @@ F32 = npt.NDArray[np.float32]
 
 @dataclass(frozen=True, slots=True)
 class Stages:
-    """The three stage objects of one precision."""
+    """The stage objects of one precision that stay loaded: the general detector, the
+    classifier and the default language's recogniser (other models: :class:`WarmModels`)."""
 
     det: TextDetector
     cls: AngleClassifier
     recs: dict[str, TextRecognizer]  # rec model file name -> recogniser
+
+
+Stage = TextDetector | TextRecognizer
+
+
+@dataclass(frozen=True, slots=True)
+class _Models:
+    """The models one call runs: its language's detector and recogniser, the classifier."""
+
+    det: TextDetector
+    cls: AngleClassifier
+    rec: TextRecognizer
+
+
+class WarmModels:
+    """The models beyond the default ones (other languages' recognisers and detectors), each
+    loaded on first use and kept warm while their files' sizes fit in ``budget`` bytes; past
+    it the least recently used is let go (a call still running it keeps it until it ends).
+
+    A model's cost is its file's size: the weights are what a session holds, and the file is
+    known before loading it, where the process's RSS moves with everything else it does.
+    """
+
+    def __init__(self, budget: int, build: Callable[[ModelSpec, Precision], Stage]) -> None:
+        self.budget = budget
+        self._build = build
+        self._lru: LRUCache[tuple[str, Precision], Stage] = LRUCache(
+            maxsize=max(budget, 1), getsizeof=_stage_bytes
+        )
+        self._lock = threading.Lock()
+        #: How many models were loaded and let go: the budget is too small when it climbs.
+        self.loads = 0
+        self.evictions = 0
+
+    def get(self, spec: ModelSpec, precision: Precision) -> Stage:
+        key = (spec.file, precision)
+        with self._lock:
+            stage = self._lru.get(key)
+            if stage is not None:
+                return stage
+            stage = self._build(spec, precision)
+            self.loads += 1
+            before = len(self._lru)
+            if _stage_bytes(stage) <= self._lru.maxsize:
+                self._lru[key] = stage
+                self.evictions += before + 1 - len(self._lru)
+            else:  # larger than the whole budget: used for this call, never kept
+                self.evictions += 1
+            return stage
+
+    @property
+    def loaded(self) -> tuple[str, ...]:
+        with self._lock:
+            return tuple(f"{file}@{precision}" for file, precision in self._lru)
+
+
+def _stage_bytes(stage: Stage) -> int:
+    return max(stage.session.path.stat().st_size, 1)
 
 
 class PixelBudget:
@@ -108,6 +169,7 @@ class Engine:
         orient: OrientOptions = OrientOptions(),
         cache_dir: Path | None = None,
         max_pixels_in_flight: int = 60_000_000,
+        model_memory: int = 512 << 20,
     ) -> None:
         self.models = models
         self.runtime = runtime
@@ -122,6 +184,8 @@ class Engine:
         # construction; running a stage mutates nothing shared.
         self._stages: dict[Precision, Stages] = {}
         self._build_lock = threading.Lock()
+        #: Other languages' models, loaded on first use, kept up to ``model_memory`` bytes.
+        self.warm = WarmModels(model_memory, self._stage)
         #: Hands freed heap back to the OS after a call that left the process 128 MB above
         #: its last trim (heap.py; issue 12 item 5).
         self.heap = HeapTrimmer(slack=128 << 20)
@@ -156,6 +220,7 @@ class Engine:
             ),
             cache_dir=settings.data_dir / "models",
             max_pixels_in_flight=settings.max_pixels_in_flight,
+            model_memory=settings.model_memory_mb << 20,
         )
 
     @classmethod
@@ -193,7 +258,7 @@ class Engine:
     @property
     def model_version(self) -> str:
         """Identifies the models' exact bytes: part of any cache key over results."""
-        parts = [self.models.det, self.models.cls, *self.models.recs]
+        parts = self.models.specs
         return "+".join(f"{s.file.removesuffix('.onnx')}@{s.sha256[:12]}" for s in parts)
 
     @property
@@ -213,23 +278,54 @@ class Engine:
                 self._stages[precision] = self._build(precision)
             return self._stages[precision]
 
-    def _build(self, precision: Precision) -> Stages:
-        def session(spec: ModelSpec, quantise: bool) -> OrtSession:
-            path = self.models.path(spec)
-            if quantise and precision == "int8":
-                path = ensure_int8(path, spec.sha256, self.cache_dir)
-            return OrtSession(path, self.runtime, argmax=spec.task == "rec")
-
+    def _session(self, spec: ModelSpec, precision: Precision) -> OrtSession:
+        path = self.models.path(spec)
         # Only the recogniser is quantised: the detector and the classifier are convolutional,
         # and int8 (MatMul-only or even static QLinearConv) measured no faster on them here.
+        if spec.task == "rec" and precision == "int8":
+            path = ensure_int8(path, spec.sha256, self.cache_dir)
+        return OrtSession(path, self.runtime, argmax=spec.task == "rec")
+
+    def _stage(self, spec: ModelSpec, precision: Precision) -> Stage:
+        session = self._session(spec, precision)
+        if spec.task == "det":
+            return TextDetector(session, self.det_options)
+        return TextRecognizer(session, self.rec_options)
+
+    def _build(self, precision: Precision) -> Stages:
+        rec = self.models.rec_for(self.defaults.lang) or self.models.recs[0]
+        det = self._stage(self.models.det, precision)
+        recogniser = self._stage(rec, precision)
+        assert isinstance(det, TextDetector) and isinstance(recogniser, TextRecognizer)
         return Stages(
-            det=TextDetector(session(self.models.det, False), self.det_options),
-            cls=AngleClassifier(session(self.models.cls, False), self.cls_options),
-            recs={
-                spec.file: TextRecognizer(session(spec, True), self.rec_options)
-                for spec in self.models.recs
-            },
+            det=det,
+            cls=AngleClassifier(self._session(self.models.cls, precision), self.cls_options),
+            recs={rec.file: recogniser},
         )
+
+    def serves(self, lang: str) -> bool:
+        return self.models.rec_for(lang) is not None
+
+    def detector(self, lang: str, precision: Precision) -> TextDetector:
+        """The detector for ``lang``: the general one, or a language's own, kept warm."""
+        spec = self.models.det_for(lang)
+        if spec == self.models.det:
+            return self.stages(precision).det
+        stage = self.warm.get(spec, precision)
+        assert isinstance(stage, TextDetector)
+        return stage
+
+    def recogniser(self, lang: str, precision: Precision) -> TextRecognizer:
+        """The recogniser for ``lang``: the default language's, or another, kept warm."""
+        spec = self.models.rec_for(lang)
+        if spec is None:
+            raise LanguageNotInstalledError(lang, installed=self.langs)
+        pinned = self.stages(precision).recs.get(spec.file)
+        if pinned is not None:
+            return pinned
+        stage = self.warm.get(spec, precision)
+        assert isinstance(stage, TextRecognizer)
+        return stage
 
     def resolve(self, options: OCROptions | None) -> tuple[OCROptions, str, Precision]:
         """Validate per-call options: the recogniser file for the language and the precision."""
@@ -265,14 +361,18 @@ class Engine:
         many pages it is given, and the process no more than the budget however many calls
         run at once.
         """
-        opts, rec_file, precision = self.resolve(options)
-        stages = self.stages(precision)
+        opts, _, precision = self.resolve(options)
         if not pages:
             return []
-        results: list[PageResult | None] = [self._from_text_layer(p, opts) for p in pages]
+        results: list[PageResult | None] = [page_from_text_layer(p, opts) for p in pages]
         todo = [n for n, r in enumerate(results) if r is None]
         if todo:
-            read = self._recognise([pages[n] for n in todo], opts, stages, rec_file)
+            models = _Models(
+                self.detector(opts.lang, precision),
+                self.stages(precision).cls,
+                self.recogniser(opts.lang, precision),
+            )
+            read = self._recognise([pages[n] for n in todo], opts, models)
             for n, result in zip(todo, read, strict=True):
                 results[n] = result
         done = [r for r in results if r is not None]
@@ -281,39 +381,14 @@ class Engine:
         self.heap.maybe_trim()
         return done
 
-    @staticmethod
-    def _from_text_layer(page: Page, opts: OCROptions) -> PageResult | None:
-        """The page read from its PDF text layer, where the options and the layer allow;
-        None where it is to be recognised."""
-        if opts.pdf_text == "ocr" or not page.has_text_layer:
-            return None
-        t0 = time.perf_counter()
-        layer = page.text_layer()
-        if layer is None:
-            return None
-        if not layer.usable and opts.pdf_text == "auto":
-            log.debug("page %d: text layer not used: %s", page.index, layer.reason)
-            return None
-        elapsed = time.perf_counter() - t0
-        return PageResult(
-            index=page.index,
-            width=layer.width,
-            height=layer.height,
-            lines=layer.lines,
-            text=layer.text,
-            timings=Timings(total=elapsed),
-            source="pdf",
-            engine="pdf",
-        )
-
     def _recognise(
-        self, pages: Sequence[Page], opts: OCROptions, stages: Stages, rec_file: str
+        self, pages: Sequence[Page], opts: OCROptions, models: _Models
     ) -> list[PageResult]:
         """Detect, turn and read ``pages``: :meth:`run`'s work for the pages without a usable
         text layer."""
 
         def confident(lines: list[U8]) -> tuple[float, ...]:
-            return stages.recs[rec_file](lines).confidences
+            return models.rec(lines).confidences
 
         detected: list[DetResult] = []
         sizes: list[tuple[int, int]] = []  # (width, height) of each page as it came
@@ -325,17 +400,17 @@ class Engine:
             with self.pixels_in_flight.hold(page.pixels):
                 img = _as_bgr(page.image, page.index)
                 sizes.append((img.shape[1], img.shape[0]))
-                [found] = stages.det([img])
+                [found] = models.det([img])
                 angle = 0
                 if opts.orientation == "auto":
                     angle = page_angle(
-                        img, found.boxes, stages.cls, _crop, self.orient_options, read=confident
+                        img, found.boxes, models.cls, _crop, self.orient_options, read=confident
                     )
                 if angle:
                     # Detected again upright: the detector finds lines best as they were
                     # printed, and the reading order is the upright page's.
                     img = turn_upright(img, angle)
-                    [again] = stages.det([img])
+                    [again] = models.det([img])
                     found = replace(again, elapsed=found.elapsed + again.elapsed)
                 for box in found.boxes:
                     crop, vertical = _cut(img, box)
@@ -346,7 +421,7 @@ class Engine:
             detected.append(found)
             angles.append(angle)
 
-        recognised, cls_elapsed, flipped = self._read(crops, stages, rec_file, opts.use_cls)
+        recognised, cls_elapsed, flipped = self._read(crops, models, opts.use_cls)
 
         # Batched stages' time is shared out by each page's share of the crops' pixels.
         work = np.zeros(len(pages))
@@ -387,12 +462,13 @@ class Engine:
                     text=join_text([line.text for line in lines[n]], order),
                     timings=Timings(det=det_t, cls=cls_t, rec=rec_t, total=det_t + cls_t + rec_t),
                     angle=angles[n],
+                    model=self.model_version,
                 )
             )
         return results
 
     def _read(
-        self, crops: list[U8], stages: Stages, rec_file: str, use_cls: bool
+        self, crops: list[U8], models: _Models, use_cls: bool
     ) -> tuple[RecResult, float, list[bool]]:
         """Turn and read the crops; returns what was read, the classifier's seconds, and
         which crops were read turned upside down.
@@ -401,13 +477,13 @@ class Engine:
         the turn only where the turned reading is the more confident, by ``verify_margin``
         (see ``ClsOptions``).
         """
-        rec = stages.recs[rec_file]
+        rec = models.rec
         flipped = [False] * len(crops)
         if not (use_cls and crops):
             recognised = rec(crops)
             cls_elapsed = 0.0
         else:
-            turned = stages.cls(crops)
+            turned = models.cls(crops)
             cls_elapsed = turned.elapsed
             recognised = rec(turned.images)
             flipped = list(turned.flipped)

@@ -25,7 +25,9 @@ system-deps:
 	command -v tesseract >/dev/null || (apt-get update -qq && \
 		apt-get install -y -qq tesseract-ocr tesseract-ocr-eng tesseract-ocr-chi-sim)
 
-# Chromium renders /docs and /redoc in a test: the API docs must work with no network.
+# Chromium renders /docs and /redoc in a test: the API docs must work with no network. The page
+# at / is driven in it by Playwright (tests/test_page.py), which needs nothing more: its Python
+# package brings its driver, and it launches this chromium (no `playwright install`).
 browser-deps:
 	command -v chromium >/dev/null || (apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)

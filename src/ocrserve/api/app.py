@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ocrserve import __version__
 from ocrserve.api import errors as api_errors
-from ocrserve.api import openapi, representation
+from ocrserve.api import openapi, page, representation
 from ocrserve.api.callbacks import declare_callbacks
 from ocrserve.api.drain import RETRY_AFTER_S, Drain
 from ocrserve.api.metrics import Metrics
@@ -141,6 +141,7 @@ def create_app(
     for prefix in ("", "/v1"):
         app.include_router(_router(), prefix=prefix)
         app.include_router(task_router(), prefix=prefix)
+    app.include_router(page.router())  # GET /: a page to try the service (api/page.py)
     app.add_middleware(_RequestContext)
     # Added last, so outermost: the access log and the rate limit see the client it names.
     app.add_middleware(ForwardedClient, trusted=TrustedProxies(settings.trusted_proxies))

@@ -87,6 +87,13 @@ class Health(BaseModel):
     providers: list[str]
 
 
+class Languages(BaseModel):
+    """``GET /languages``: what the ``lang`` option takes on this server."""
+
+    langs: list[str] = Field(description="Every language code the server reads.")
+    default: str = Field(description="The language read when a request names none.")
+
+
 class Ready(BaseModel):
     """``GET /ready``: 200 when it can serve, else 503 with the same body."""
 

@@ -87,6 +87,15 @@ RUN groupadd --gid 10001 ocrserve \
     && mkdir -m 0700 /data \
     && chown ocrserve:ocrserve /data
 
+# Tesseract, the second engine (engine/tesseract.py): the languages PP-OCR does not read, and
+# the fallback when PP-OCR fails. Debian's packs; add one as tesseract-ocr-<lang>
+# (`apt-cache search tesseract-ocr-`), e.g. tesseract-ocr-ukr, tesseract-ocr-hin.
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        tesseract-ocr tesseract-ocr-eng tesseract-ocr-chi-sim tesseract-ocr-kor \
+        tesseract-ocr-rus tesseract-ocr-ara \
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb
+
 COPY --from=build /opt/venv /opt/venv
 
 # 0.0.0.0 inside the container only: the host decides what reaches it (-p 127.0.0.1:8000:8000).

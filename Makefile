@@ -20,10 +20,18 @@ $(STAMP): pyproject.toml src/ocrserve/_version.py
 
 install: $(STAMP)
 
-# Tesseract is only a benchmark peer; the service itself needs no system package.
+# Tesseract is the second engine (engine/tesseract.py: the languages PP-OCR does not read, and
+# the fallback when PP-OCR fails) as well as a benchmark peer. Its language packs, and the Noto
+# fonts tests/test_tesseract.py renders Korean, Cyrillic and Arabic lines with. apt runs again
+# when any one of them is missing, not only the binary.
+TESSERACT_PKGS := tesseract-ocr tesseract-ocr-eng tesseract-ocr-chi-sim tesseract-ocr-chi-tra \
+	tesseract-ocr-jpn tesseract-ocr-kor tesseract-ocr-rus tesseract-ocr-ukr tesseract-ocr-ara \
+	tesseract-ocr-hin tesseract-ocr-tha tesseract-ocr-ell tesseract-ocr-heb \
+	fonts-noto-core fonts-noto-cjk
 system-deps:
-	command -v tesseract >/dev/null || (apt-get update -qq && \
-		apt-get install -y -qq tesseract-ocr tesseract-ocr-eng tesseract-ocr-chi-sim)
+	test "$$(dpkg-query -W -f='$${db:Status-Abbrev}\n' $(TESSERACT_PKGS) 2>/dev/null | \
+		grep -c '^ii')" -eq $(words $(TESSERACT_PKGS)) || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TESSERACT_PKGS))
 
 # Chromium renders /docs and /redoc in a test: the API docs must work with no network. The page
 # at / is driven in it by Playwright (tests/test_page.py), which needs nothing more: its Python
@@ -63,7 +71,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
 
-test: $(STAMP) lint browser-deps gateway-deps prometheus-deps
+test: $(STAMP) lint system-deps browser-deps gateway-deps prometheus-deps
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP) system-deps

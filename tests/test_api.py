@@ -382,7 +382,10 @@ async def test_an_engine_failure_on_one_batch_file_fails_that_file_alone(engine:
     faulty = Faulty(engine, poison=next(_pages(certificate)).image.shape)
     # The lane waits for three pages, and the batch brings them in one admission: the three
     # files share the engine call that the certificate breaks.
-    s = settings(lanes=1, max_batch_size=3, max_wait_ms=30_000, cache_max_entries=0)
+    # PP-OCR alone (no second engine to fall back on): the batcher's own isolation.
+    s = settings(
+        lanes=1, max_batch_size=3, max_wait_ms=30_000, cache_max_entries=0, second_engine="off"
+    )
     async for client in client_for(s, faulty):  # type: ignore[arg-type]
         files = [
             ("images", ("paragraph.jpg", PARAGRAPH, "image/jpeg")),
@@ -398,6 +401,27 @@ async def test_an_engine_failure_on_one_batch_file_fails_that_file_alone(engine:
         assert "poison" not in items[1]["error"]["message"]  # internals stay in the log
         assert items[2]["text"].startswith("采用高端宝石")
         assert faulty.calls == [[132, 368, 34], [132], [368], [34]]
+
+
+async def test_with_the_second_engine_the_file_ppocr_fails_on_is_read_by_tesseract(
+    engine: Engine,
+) -> None:
+    faulty = Faulty(engine, poison=next(_pages(PARAGRAPH)).image.shape)
+    s = settings(lanes=1, max_batch_size=2, max_wait_ms=30_000, cache_max_entries=0)
+    async for client in client_for(s, faulty):  # type: ignore[arg-type]
+        files = [
+            ("images", ("paragraph.jpg", PARAGRAPH, "image/jpeg")),
+            ("images", ("phototest.tif", PHOTOTEST, "image/tiff")),
+        ]
+        r = await client.post("/ocr/batch", files=files, data={"lang": "en"}, timeout=120)
+        assert r.status_code == 200, r.text
+        read, photo = r.json()
+        assert [p["engine"] for p in read["pages"]] == ["tesseract"]
+        assert read["pages"][0]["model"].startswith("tesseract-")
+        assert read["text"].endswith("specified as follows."), read["text"]
+        assert [p["engine"] for p in photo["pages"]] == ["ppocr"]  # its sibling is not moved
+        metrics = (await client.get("/metrics")).text
+        assert 'ocrserve_fallback_pages_total{reason="engine_error"} 1.0' in metrics
 
 
 async def test_past_the_deadline_a_batch_is_200_with_a_deadline_error_per_file(

@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ocrserve.engine import Engine
 from ocrserve.errors import (
     DeadlineExceededError,
     EngineError,
@@ -92,6 +91,12 @@ def ready_pages(pending: deque[WorkItem]) -> int:
     return sum(len(w.pages) for w in pending if w.options == head and not w.cancelled)
 
 
+class Reader(Protocol):
+    """What a lane runs: an engine (``engine.Engines``, or one ``engine.Engine``)."""
+
+    def run(self, pages: Sequence[Page], options: OCROptions | None = None) -> list[PageResult]: ...
+
+
 class BatchMetrics(Protocol):
     def observe_batch(self, pages: int, items: int, seconds: float) -> None: ...
     def set_queue_depth(self, pages: int) -> None: ...
@@ -115,7 +120,7 @@ class Batcher:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Reader,
         *,
         lanes: int = 1,
         max_batch_size: int = 8,

@@ -27,7 +27,7 @@ from ocrserve.errors import OCRServeError
 from ocrserve.types import ORIENTATIONS, PDF_TEXT_MODES
 
 if TYPE_CHECKING:
-    from ocrserve.engine import Engine
+    from ocrserve.engine import Engines
     from ocrserve.types import Document, PageResult
 
 # The engine (onnxruntime, OpenCV, pypdfium2) is imported by the commands that run it, not here:
@@ -249,12 +249,12 @@ def ocr(
 ) -> None:
     """Recognise text in local files; exits 1 if any file failed (the others still run)."""
     from ocrserve.decode import decode_path
-    from ocrserve.engine import Engine
+    from ocrserve.engine import Engines
 
     settings = _settings(precision=precision, pdf_dpi=dpi, max_pages=max_pages)
     limits = settings.decode_limits()
     try:
-        engine = Engine.from_settings(settings)
+        engine = Engines.from_settings(settings)
         options = replace(
             engine.defaults,
             use_cls=not no_cls and settings.use_cls,
@@ -319,7 +319,7 @@ def _choice(name: str, value: str, allowed: tuple[T, ...]) -> T:
     raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}", param_hint=name)
 
 
-def _file_dict(r: _FileResult, engine: Engine) -> dict[str, object]:
+def _file_dict(r: _FileResult, engine: Engines) -> dict[str, object]:
     if r.error is not None or r.doc is None or r.pages is None:
         err = r.error or OCRServeError("unknown failure")
         return {"file": str(r.path), "error": {"code": err.code, "message": err.message}}
@@ -370,7 +370,7 @@ class _Target:
                 )
             r.streamed = len(r.pages)
 
-    def emit(self, r: _FileResult, engine: Engine, dpi: int) -> None:
+    def emit(self, r: _FileResult, engine: Engines, dpi: int) -> None:
         if not self.document:
             _emit(r, self.fmt, engine, many=self.many, out=self._stream)
             return
@@ -398,7 +398,7 @@ class _Target:
 
 
 def _emit(
-    r: _FileResult, fmt: OutputFormat, engine: Engine, *, many: bool, out: TextIO | None = None
+    r: _FileResult, fmt: OutputFormat, engine: Engines, *, many: bool, out: TextIO | None = None
 ) -> None:
     if fmt is OutputFormat.json:
         # One JSON document per file, one per line: a list would need every file first.
@@ -427,19 +427,71 @@ def _emit(
 def models(
     precision: Annotated[str | None, typer.Option(help="Also prepare this precision.")] = None,
 ) -> None:
-    """Verify the installed models, list the languages they read, prepare int8 variants."""
-    from ocrserve.engine import Engine
+    """Verify the installed models and list the languages each engine reads."""
+    from ocrserve.engine import Engines
 
     settings = _settings(precision=precision)
     try:
-        engine = Engine.from_settings(settings)
+        engines = Engines.from_settings(settings)
     except OCRServeError as e:
         raise _fail(e) from e
-    typer.echo(f"folder:    {engine.models.folder}")
-    for spec in (engine.models.det, engine.models.cls, *engine.models.recs):
-        typer.echo(f"{spec.task}:       {spec.file}  sha256 {spec.sha256[:16]}…  ok")
-    typer.echo(f"precision: {engine.precision}  providers: {', '.join(engine.providers)}")
-    typer.echo(f"languages: {', '.join(engine.langs)}")
+    by_engine = engines.langs_by_engine()
+    for name, engine in (("ppocr", engines.main), ("candidate", engines.candidate)):
+        if engine is None:
+            continue
+        typer.echo(f"{name}: {engine.models.folder}")
+        typer.echo(f"  version:   {engine.model_version}")
+        for spec in engine.models.specs:
+            langs = f"  ({', '.join(spec.langs)})" if spec.task == "det" and spec.langs else ""
+            typer.echo(f"  {spec.task}:       {spec.file}  sha256 {spec.sha256[:16]}…  ok{langs}")
+        typer.echo(f"  precision: {engine.precision}  providers: {', '.join(engine.providers)}")
+        typer.echo(f"  languages: {', '.join(engine.langs)}")
+    if engines.candidate is not None:
+        typer.echo(f"  share:     {engines.share:.1%} of requests")
+    if engines.second is None:
+        typer.echo("tesseract: not installed (apt-get install tesseract-ocr tesseract-ocr-<lang>)")
+    else:
+        typer.echo(f"{engines.second.name}: {engines.second.model_version}")
+        typer.echo(f"  languages: {', '.join(by_engine[engines.second.name])}")
+        fallback = [code for code in engines.main.langs if engines.second.serves(code)]
+        typer.echo(f"  fallback for: {', '.join(fallback)}")
+
+
+@app.command()
+def compare(
+    folder: Annotated[
+        Path, typer.Argument(exists=True, file_okay=False, help="Images and PDFs to read.")
+    ],
+    candidate: Annotated[
+        Path | None,
+        typer.Option(help="The candidate model folder; default OCRSERVE_CANDIDATE_MODEL_DIR."),
+    ] = None,
+    lang: Annotated[str | None, typer.Option(help="Language (default: OCRSERVE_LANG).")] = None,
+    max_pages: Annotated[int | None, typer.Option(help="Pages read per document.")] = None,
+    pdf_text: Annotated[
+        str, typer.Option(help="PDF text layers: ocr (default here: compare the models), auto.")
+    ] = "ocr",
+) -> None:
+    """Read every file of FOLDER with the stable and the candidate model sets; print each
+    file's timings and the diff of their texts, then a summary. Exits 1 when a file failed."""
+    from ocrserve.compare import compare_folder
+
+    settings = _settings(max_pages=max_pages, candidate_model_dir=candidate)
+    if settings.candidate_model_dir is None:
+        raise typer.BadParameter(
+            "no candidate: pass --candidate DIR or set OCRSERVE_CANDIDATE_MODEL_DIR"
+        )
+    try:
+        failed = compare_folder(
+            folder,
+            settings,
+            lang=lang,
+            pdf_text=_choice("--pdf-text", pdf_text, PDF_TEXT_MODES),
+            echo=typer.echo,
+        )
+    except OCRServeError as e:
+        raise _fail(e) from e
+    raise typer.Exit(1 if failed else 0)
 
 
 @app.command()

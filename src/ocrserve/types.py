@@ -168,13 +168,18 @@ class Document:
         return sum(page.pixels for page in self.pages)
 
 
+#: Which model set reads a call under a rollout: the stable one, or the candidate.
+ModelChoice = Literal["stable", "candidate"]
+MODEL_CHOICES: tuple[ModelChoice, ...] = ("stable", "candidate")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OCROptions:
     """Per-call options. Immutable, so one engine can serve many threads.
 
     >>> OCROptions(lang="en", use_cls=False)  # doctest: +NORMALIZE_WHITESPACE
     OCROptions(lang='en', use_cls=False, precision=None, min_confidence=0.5, pdf_text='auto',
-               orientation='auto')
+               orientation='auto', models='stable')
     """
 
     lang: str = "ch"
@@ -187,6 +192,8 @@ class OCROptions:
     pdf_text: PdfText = "auto"
     #: Find pages turned by a quarter or a half turn and read them upright.
     orientation: Orientation = "auto"
+    #: The model set under a rollout (see ``engine.router.Engines.choose``).
+    models: ModelChoice = "stable"
 
 
 @dataclass(frozen=True, slots=True)

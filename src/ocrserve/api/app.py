@@ -39,13 +39,13 @@ from ocrserve.api.security import (
     TokenBuckets,
     TrustedProxies,
 )
-from ocrserve.api.service import Authorized, Service, service_of
+from ocrserve.api.service import Authorized, Service, choose_models, service_of
 from ocrserve.api.tasks import TaskStartup, start_backend, task_router
 from ocrserve.batcher import Batcher
 from ocrserve.cache import MemoryCache, RedisCache, ResultCache, cache_key
 from ocrserve.config import Settings
 from ocrserve.decode import decode_bytes
-from ocrserve.engine import Engine
+from ocrserve.engine import Engine, Engines
 from ocrserve.engine.session import CPU
 from ocrserve.errors import (
     DeadlineExceededError,
@@ -70,7 +70,7 @@ CACHE_HEADER = "X-Cache"
 def create_app(
     settings: Settings | None = None,
     *,
-    engine: Engine | None = None,
+    engine: Engine | Engines | None = None,
     preloaded: Future[tuple[Engine, int]] | None = None,
     drain: Drain | None = None,
 ) -> FastAPI:
@@ -192,7 +192,9 @@ async def _shut_down(service: Service, drain: Drain) -> None:
 
 
 def _build_service(
-    settings: Settings, engine: Engine | None, preloaded: Future[tuple[Engine, int]] | None
+    settings: Settings,
+    engine: Engine | Engines | None,
+    preloaded: Future[tuple[Engine, int]] | None,
 ) -> Service:
     settings.check_extras()
     if preloaded is not None:
@@ -204,12 +206,15 @@ def _build_service(
     metrics = Metrics()
     metrics.queue_limit.set(settings.queue_max_pages)
     cache: ResultCache | None = None
+    # PP-OCR with its candidate model set and the second engine (languages, fallback).
+    engines = engine if isinstance(engine, Engines) else Engines.from_settings(settings, engine)
     if settings.redis_url:
+    engines.events = metrics
         cache = RedisCache(settings.redis_url, ttl=settings.cache_ttl_s)
     elif settings.cache_max_entries > 0:
         cache = MemoryCache(settings.cache_max_entries)
     batcher = Batcher(
-        engine,
+        engines,
         lanes=lanes,
         max_batch_size=settings.max_batch_size,
         max_wait=settings.max_wait_ms / 1000,
@@ -219,7 +224,7 @@ def _build_service(
     )
     return Service(
         settings=settings,
-        engine=engine,
+        engine=engines,
         batcher=batcher,
         cache=cache,
         metrics=metrics,
@@ -245,12 +250,13 @@ def _router() -> APIRouter:
         service = caller.service
         req = await parse(request, service, Route.OCR)
         upload = await _document(service, req)
-        options, max_pages = req.options, req.max_pages
+        max_pages = req.max_pages
+        options = choose_models(service, request, [upload.data], req.options, caller.tenant)
         key = cache_key(
             upload.data,
             options,
             _extra(max_pages, service),
-            service.engine.model_version,
+            service.engine.version(options.models),
             tenant=caller.tenant,
         )
         # The format is chosen before any work: a 406 costs no recognition.
@@ -282,7 +288,9 @@ def _router() -> APIRouter:
         t0 = time.perf_counter()
         service = caller.service
         req = await parse(request, service, Route.BATCH)
-        options, max_pages = req.options, req.max_pages
+        max_pages = req.max_pages
+        documents = [item.data for item in req.files if not isinstance(item, Refused)]
+        options = choose_models(service, request, documents, req.options, caller.tenant)
         # One JSON list: a document format is asked of /ocr, one document at a time.
         representation.choose(req.format, request.headers.get("accept"), (representation.JSON,))
 
@@ -323,7 +331,7 @@ def _router() -> APIRouter:
                     answers[n] = _item_error(p.filename, outcome)
                     continue
                 result = _result(
-                    service, p.doc, outcome, t0=t0, decode_s=p.decode_s, t_infer=t_infer
+                    service, p.doc, outcome, options, t0=t0, decode_s=p.decode_s, t_infer=t_infer
                 )
                 done.append((p.key, result))
                 answers[n] = {"filename": p.filename, **result}
@@ -424,7 +432,9 @@ async def _recognise(
     except OCRServeError as e:
         _count_rejection(service, e)
         raise
-    return _result(service, doc, pages, t0=t0, decode_s=t_infer - t_decode, t_infer=t_infer)
+    return _result(
+        service, doc, pages, options, t0=t0, decode_s=t_infer - t_decode, t_infer=t_infer
+    )
 
 
 async def _decode(service: Service, upload: Upload, max_pages: int) -> Document:
@@ -433,6 +443,7 @@ async def _decode(service: Service, upload: Upload, max_pages: int) -> Document:
 
 
 def _result(
+    options: OCROptions,
     service: Service,
     doc: Document,
     pages: list[PageResult],
@@ -446,7 +457,7 @@ def _result(
         pages,
         pages_total=doc.pages_total,
         truncated=doc.truncated,
-        model=service.engine.model_version,
+        model=service.engine.version(options.models),
         timings={
             "decode": round(decode_s, 4),
             "inference": round(t_end - t_infer, 4),
@@ -483,9 +494,8 @@ async def _prepare(
     filename = item.filename
     if isinstance(item, Refused):
         return _item_error(filename, item.error)
-    key = cache_key(
-        item.data, options, _extra(max_pages, service), service.engine.model_version, tenant=tenant
-    )
+    version = service.engine.version(options.models)
+    key = cache_key(item.data, options, _extra(max_pages, service), version, tenant=tenant)
     cached = await _cache_get(service, key)
     if cached is not None:
         return {"filename": filename, **cached}

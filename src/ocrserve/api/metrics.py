@@ -31,6 +31,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ocrserve.jobs.task import DEAD, DELIVERED, PENDING
+from ocrserve.types import PageResult
 
 if TYPE_CHECKING:  # the store brings SQLAlchemy: see ocrserve.jobs.task
     from ocrserve.jobs.store import TaskRow, TaskStats, TaskStore
@@ -46,6 +47,11 @@ CALLBACK_OUTCOMES = {DELIVERED: "delivered", PENDING: "retry", DEAD: "dead"}
 #: The reasons the API counts refusals under: a full queue, the deadline (``api.app``), the
 #: rate limit (``api.service``).
 REJECTION_REASONS = ("queue_full", "deadline", "rate_limited")
+#: Why pages went to the second engine (``engine.router``).
+FALLBACK_REASONS = ("engine_error", "breaker_open")
+#: Line confidences: PP-OCR keeps lines from 0.5 (its default threshold), so the buckets are
+#: fine above it, where a model set's drift shows.
+CONFIDENCE_BUCKETS = (0.1, 0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 1.0)
 
 
 class Metrics:
@@ -111,6 +117,7 @@ class Metrics:
             ["loop"],
             registry=r,
         )
+        self._model_metrics(r)
         self.task_queue_wait = Histogram(
             "ocrserve_task_queue_wait_seconds",
             "Seconds from a task's submission to the start of its first run (embedded workers).",
@@ -139,6 +146,63 @@ class Metrics:
             ["loop"],
             registry=r,
         )
+
+    def _model_metrics(self, r: CollectorRegistry) -> None:
+        """By engine and model version: a rollout's A/B, compared on one dashboard."""
+        by_model = ["engine", "model"]
+        self.page_seconds = Histogram(
+            "ocrserve_page_seconds", "Engine seconds per page read, by engine and model version.",
+            by_model, buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.line_confidence = Histogram(
+            "ocrserve_line_confidence", "Confidence of each line read, by engine and model.",
+            by_model, buckets=CONFIDENCE_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.pages_read = Counter(
+            "ocrserve_pages_read",
+            "Pages read, by engine, model version and result (text, or empty: no line kept).",
+            [*by_model, "result"],
+            registry=r,
+        )
+        self.engine_errors = Counter(
+            "ocrserve_engine_errors",
+            "Engine calls that failed (not the caller's input), by engine and model version.",
+            by_model,
+            registry=r,
+        )
+        self.fallback_pages = Counter(
+            "ocrserve_fallback_pages",
+            "Pages read by the second engine because PP-OCR failed or its breaker was open.",
+            ["reason"],
+            registry=r,
+        )
+        for reason in FALLBACK_REASONS:
+            self.fallback_pages.labels(reason)
+        self.breaker_open = Gauge(
+            "ocrserve_breaker_open",
+            "1 while PP-OCR's circuit breaker is open (pages go to the second engine), else 0.",
+            registry=r,
+        )
+
+    # engine.router.EngineEvents
+    def page_read(self, result: PageResult) -> None:
+        if result.source != "ocr":
+            return  # a text layer says nothing of a model
+        labels = (result.engine, result.model)
+        self.page_seconds.labels(*labels).observe(result.timings.total)
+        histogram = self.line_confidence.labels(*labels)
+        for line in result.lines:
+            histogram.observe(line.confidence)
+        self.pages_read.labels(*labels, "text" if result.lines else "empty").inc()
+
+    def engine_failed(self, engine: str, model: str) -> None:
+        self.engine_errors.labels(engine, model).inc()
+
+    def fell_back(self, reason: str, pages: int) -> None:
+        self.fallback_pages.labels(reason).inc(pages)
+
+    def breaker_changed(self, state: str) -> None:
+        self.breaker_open.set(1 if state == "open" else 0)
 
     def observe_batch(self, pages: int, items: int, seconds: float) -> None:
         self.pages.inc(pages)

@@ -3,7 +3,9 @@ reading of uploads and options from requests."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Annotated
 
 import httpx
@@ -14,14 +16,17 @@ from ocrserve.api.security import AdminCheck, KeyCheck, TokenBuckets, address_bu
 from ocrserve.batcher import Batcher
 from ocrserve.cache import ResultCache
 from ocrserve.config import Settings
-from ocrserve.engine import Engine
+from ocrserve.engine import Engines
 from ocrserve.errors import (
     AuthError,
     OCRServeError,
 )
+from ocrserve.types import OCROptions
 
 REQUEST_ID_HEADER = "x-request-id"
 CACHE_HEADER = "X-Cache"
+#: Forces the model set of one request under a rollout: ``stable`` or ``candidate``.
+MODEL_HEADER = "X-OCRServe-Model"
 
 
 @dataclass
@@ -29,7 +34,7 @@ class Service:
     """Everything a request needs, built once at start-up."""
 
     settings: Settings
-    engine: Engine
+    engine: Engines
     batcher: Batcher
     cache: ResultCache | None
     metrics: Metrics
@@ -40,6 +45,25 @@ class Service:
     #: The async-task backend (api.tasks.TaskBackend); typed loosely to keep imports one-way.
     tasks: object | None = None
     ready: bool = False
+
+
+def choose_models(
+    service: Service,
+    request: Request,
+    documents: Sequence[bytes | str],
+    options: OCROptions,
+    tenant: str,
+) -> OCROptions:
+    """``options`` with the model set this request reads under a rollout: the header's, or
+    one by the hash of the tenant and the request's documents (bytes, or a URL), so a retry
+    reads the same set (``Engines.choose``)."""
+    if service.engine.candidate is None and MODEL_HEADER.lower() not in request.headers:
+        return options
+    key = hashlib.sha256(tenant.encode())
+    for doc in documents:
+        key.update(hashlib.sha256(doc.encode() if isinstance(doc, str) else doc).digest())
+    choice = service.engine.choose(key.digest(), request.headers.get(MODEL_HEADER))
+    return replace(options, models=choice)
 
 
 def service_of(request: Request) -> Service:

@@ -28,6 +28,7 @@ from ocrserve.api.service import (
     AdminGuarded,
     Authorized,
     Service,
+    choose_models,
 )
 from ocrserve.errors import (
     InputError,
@@ -431,8 +432,11 @@ async def _read_submission(request: Request, service: Service) -> NewTask:
     if req.callback_url is not None:
         await check_url(req.callback_url, allow_private=s.allow_private_urls, require_https=True)
     upload = req.upload if req.url is None else None
+    tenant = getattr(request.state, "tenant", "")
+    document = upload.data if upload is not None else req.url or ""
+    options = choose_models(service, request, [document], req.options, tenant)
     return NewTask(
-        options=encode_options(req.options, req.max_pages),
+        options=encode_options(options, req.max_pages),
         source_url=req.url,
         input_bytes=upload.data if upload is not None else None,
         filename=upload.filename if upload is not None else (req.url or "").rsplit("/", 1)[-1],

@@ -5,6 +5,7 @@ Knows nothing of HTTP, asyncio or storage: pages in, :class:`~ocrserve.types.Pag
 
 from ocrserve.engine.models import ModelSet, ModelSpec
 from ocrserve.engine.pipeline import Engine
+from ocrserve.engine.router import Engines, OCREngine
 from ocrserve.engine.session import RuntimeOptions
 
-__all__ = ["Engine", "ModelSet", "ModelSpec", "RuntimeOptions"]
+__all__ = ["Engine", "Engines", "ModelSet", "ModelSpec", "OCREngine", "RuntimeOptions"]

@@ -156,6 +156,8 @@ class Engine:
     ['Form 1040-NR ...', ...]
     """
 
+    name = "ppocr"
+
     def __init__(
         self,
         models: ModelSet,

@@ -35,7 +35,7 @@ from celery import Celery, Task
 from celery.signals import worker_ready, worker_shutdown
 
 from ocrserve.config import Settings
-from ocrserve.engine import Engine
+from ocrserve.engine import Engine, Engines
 from ocrserve.fetch import server_client
 from ocrserve.jobs.delivery import CallbackPolicy, run_due
 from ocrserve.jobs.runner import RunnerConfig, execute
@@ -93,7 +93,7 @@ def enqueue(app: Celery, task_id: str) -> None:
 class _Runtime:
     settings: Settings
     store: TaskStore
-    engine: Engine
+    engine: Engines
     config: RunnerConfig
     policy: CallbackPolicy
     name: str
@@ -109,7 +109,8 @@ def runtime(settings: Settings) -> _Runtime:
     global _runtime
     with _runtime_lock:
         if _runtime is None:
-            engine, lanes = Engine.for_lanes(settings)
+            main, lanes = Engine.for_lanes(settings)
+            engine = Engines.from_settings(settings, main)
             _runtime = _Runtime(
                 settings=settings,
                 store=TaskStore(settings.task_database_url()),

@@ -18,7 +18,7 @@ import httpx
 
 from ocrserve.config import Settings
 from ocrserve.decode import DecodeLimits, decode_bytes
-from ocrserve.engine import Engine
+from ocrserve.engine import Engines
 from ocrserve.errors import EngineError, OCRServeError, QueueFullError, URLFetchError
 from ocrserve.fetch import fetch_url
 from ocrserve.jobs.store import TaskRow, TaskStore
@@ -39,6 +39,8 @@ INTERNAL_ERROR = "internal_error"
 class RunnerConfig:
     limits: DecodeLimits
     model: str
+    #: The candidate model set's version under a rollout (a task keeps the set it was given).
+    candidate_model: str | None = None
     #: The server's defaults, for options a stored task does not carry (rows of older versions).
     defaults: OCROptions = OCROptions()
     lease: float = 30.0
@@ -55,11 +57,12 @@ class RunnerConfig:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, engine: Engine, *, pages_in_flight: int = 4
+        cls, settings: Settings, engine: Engines, *, pages_in_flight: int = 4
     ) -> RunnerConfig:
         return cls(
             limits=settings.decode_limits(),
             model=engine.model_version,
+            candidate_model=engine.version("candidate") if engine.candidate else None,
             defaults=engine.defaults,
             lease=settings.task_lease_s,
             max_runs=settings.task_max_runs,
@@ -236,7 +239,9 @@ async def _work(
         results,
         pages_total=doc.pages_total,
         truncated=doc.truncated,
-        model=config.model,
+        model=config.candidate_model
+        if options.models == "candidate" and config.candidate_model
+        else config.model,
         timings={"total": round(time.perf_counter() - t0, 4)},
     )
     if failed:

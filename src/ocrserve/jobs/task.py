@@ -69,7 +69,7 @@ def decode_options(stored: dict[str, Any], defaults: OCROptions) -> tuple[OCROpt
     >>> decode_options({"lang": "en", "cls": False, "max_pages": 3}, OCROptions())
     ... # doctest: +NORMALIZE_WHITESPACE
     (OCROptions(lang='en', use_cls=False, precision=None, min_confidence=0.5, pdf_text='auto',
-                orientation='auto'), 3)
+                orientation='auto', models='stable'), 3)
     """
     known = {f.name for f in fields(OCROptions)}
     values = {k: v for k, v in stored.items() if k in known}

@@ -50,6 +50,8 @@ def error_body(exc: e.OCRServeError) -> dict[str, object]:
         body["limit"], body["value"] = exc.limit, exc.value
     if isinstance(exc, e.OptionError):
         body["option"] = exc.option
+        if exc.allowed:  # e.g. the languages installed, every engine's
+            body["allowed"] = list(exc.allowed)
     return {"error": body}
 
 

@@ -136,6 +136,8 @@ def test_the_page_is_static_and_locked_down(server: str) -> None:
 
     langs = httpx.get(f"{server}/languages").json()
     assert "en" in langs["langs"] and langs["default"] in langs["langs"]
+    assert "en" in langs["engines"]["ppocr"] and "ko" in langs["engines"]["tesseract"]
+    assert langs["models"]["tesseract"].startswith("tesseract-") and "stable" in langs["models"]
     paths = httpx.get(f"{server}/openapi.json").json()["paths"]
     assert "/languages" in paths
     assert not [p for p in paths if p == "/" or p.startswith("/page")]

@@ -99,6 +99,17 @@ def router() -> APIRouter:
     )
     async def languages(request: Request) -> Languages:
         engine = service_of(request).engine
-        return Languages(langs=list(engine.langs), default=engine.defaults.lang)
+        models = {"stable": engine.model_version}
+        if engine.candidate is not None:
+            models["candidate"] = engine.candidate.model_version
+        if engine.second is not None:
+            models[engine.second.name] = engine.second.model_version
+        return Languages(
+            langs=list(engine.langs),
+            default=engine.defaults.lang,
+            engines={name: list(langs) for name, langs in engine.langs_by_engine().items()},
+            models=models,
+            candidate_share=engine.share,
+        )
 
     return r

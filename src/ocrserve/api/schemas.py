@@ -92,6 +92,17 @@ class Languages(BaseModel):
 
     langs: list[str] = Field(description="Every language code the server reads.")
     default: str = Field(description="The language read when a request names none.")
+    engines: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="The languages each engine reads: 'ppocr', and 'tesseract' for those PP-OCR "
+        "has no model for (it is also PP-OCR's fallback).",
+    )
+    models: dict[str, str] = Field(
+        default_factory=dict,
+        description="The model versions: 'stable', and 'candidate' with its share when a rollout "
+        "is on.",
+    )
+    candidate_share: float = Field(0.0, description="The share of requests the candidate reads.")
 
 
 class Ready(BaseModel):

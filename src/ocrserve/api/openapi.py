@@ -103,12 +103,23 @@ _IDEMPOTENCY_KEY = {
 
 
 def _body(content: dict[str, Any], *parameters: dict[str, Any]) -> dict[str, Any]:
+_MODEL_SET = {
+    "name": "X-OCRServe-Model",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "enum": ["stable", "candidate"]},
+    "description": "Under a model rollout, the model set that reads this request; without it, "
+    "a stable hash of the request picks (OCRSERVE_CANDIDATE_SHARE). 422 for 'candidate' when "
+    "none is installed.",
+}
+
+
     """An ``openapi_extra``: the routes read their requests themselves (one parser,
-    api.parsing), so FastAPI cannot see them; this declares the body, and the options in the
-    query string."""
+    api.parsing), so FastAPI cannot see them; this declares the body, the options in the
+    query string, and the model-set header."""
     return {
         "requestBody": {"content": content, "required": True},
-        "parameters": [*_QUERY_OPTIONS, *parameters],
+        "parameters": [*_QUERY_OPTIONS, _MODEL_SET, *parameters],
     }
 
 

@@ -37,6 +37,9 @@ LANG_ALIASES: dict[str, str] = {
     "zh": "ch", "zh_cn": "ch", "zh-cn": "ch", "chi_sim": "ch", "chinese": "ch",
     "zh_tw": "chinese_cht", "zh-tw": "chinese_cht", "ja": "japan", "jp": "japan",
     "eng": "en", "english": "en", "french": "fr", "german": "de",
+    # Tesseract's pack names for PP-OCR's languages: PP-OCR reads them (Tesseract is its fallback).
+    "chi_tra": "chinese_cht", "jpn": "japan", "fra": "fr", "deu": "de", "spa": "es",
+    "ita": "it", "por": "pt", "nld": "nl", "vie": "vi", "tur": "tr", "pol": "pl",
 }  # fmt: skip
 
 

@@ -10,6 +10,7 @@ make a verified model fail on demand.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -286,3 +287,21 @@ def test_other_languages_models_load_once_and_give_way_past_the_budget(tmp_path:
     assert engine.warm.loads == 2 and engine.warm.evictions == 1
     assert engine.warm.loaded == ("yy_PP-OCRv6_rec_small.onnx@fp32",)
     assert en.text == xx.text == xx_again.text == yy.text
+
+
+def test_a_broken_tesseract_leaves_ppocr_serving(
+    engine: Engine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake = tmp_path / "bin" / "tesseract"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'error while loading shared libraries' >&2\nexit 127\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    router = Engines.from_settings(Settings(), main=engine)
+    assert router.second is None
+    assert "tesseract cannot be used" in caplog.text
+    [result] = router.run([english_page()], OCROptions(lang="en"))
+    assert result.engine == "ppocr"

@@ -1,7 +1,9 @@
 """The HTTP service: ``create_app(settings)`` builds the FastAPI app and everything it runs.
 
 Routes (each also under ``/v1``): ``POST /ocr``, ``POST /ocr/batch``, ``GET /health``,
-``GET /ready``, ``GET /metrics``. All inference goes through one :class:`~ocrserve.batcher.Batcher`.
+``GET /ready``, ``GET /metrics``; and PaddleX's and RapidOCR's OCR APIs, at ``/ocr`` and
+under ``/compat`` (:mod:`ocrserve.api.compat`). All inference goes through one
+:class:`~ocrserve.batcher.Batcher`.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ from ocrserve import __version__
 from ocrserve.api import errors as api_errors
 from ocrserve.api import openapi, page, representation
 from ocrserve.api.callbacks import declare_callbacks
+from ocrserve.api.compat import compat_router, dialect_answer
 from ocrserve.api.drain import RETRY_AFTER_S, Drain
 from ocrserve.api.metrics import Metrics
 from ocrserve.api.openapi import BATCH_BODY, GUARDED, OCR_BODY, OCR_FORMATS, error_responses
-from ocrserve.api.parsing import ParsedRequest, Refused, Route, Upload, checked, parse
+from ocrserve.api.parsing import ParsedRequest, Refused, Route, Upload, fetch_upload, parse
 from ocrserve.api.schemas import BatchError, BatchItem, Health, OCRResult, Ready
 from ocrserve.api.security import (
     AdminCheck,
@@ -56,7 +59,7 @@ from ocrserve.errors import (
     QueueFullError,
     ShuttingDownError,
 )
-from ocrserve.fetch import fetch_url, server_client
+from ocrserve.fetch import server_client
 from ocrserve.jobs.lock import DatabaseLock
 from ocrserve.logs import request_id
 from ocrserve.types import Document, OCROptions, PageResult, result_dict
@@ -138,6 +141,8 @@ def create_app(
     app.state.drain = drain
     api_errors.install(app)
     declare_callbacks(app.webhooks)
+    # PaddleX's and RapidOCR's OCR APIs, each at a path of its own (/ocr serves them too).
+    app.include_router(compat_router(_recognise))
     for prefix in ("", "/v1"):
         app.include_router(_router(), prefix=prefix)
         app.include_router(task_router(), prefix=prefix)
@@ -203,13 +208,13 @@ def _build_service(
         engine, lanes = Engine.for_lanes(settings)
     else:  # an engine passed in (tests share one): lanes as its providers suggest
         lanes = settings.lane_count(engine.providers[0] != CPU)
-    metrics = Metrics()
-    metrics.queue_limit.set(settings.queue_max_pages)
-    cache: ResultCache | None = None
     # PP-OCR with its candidate model set and the second engine (languages, fallback).
     engines = engine if isinstance(engine, Engines) else Engines.from_settings(settings, engine)
-    if settings.redis_url:
+    metrics = Metrics()
     engines.events = metrics
+    metrics.queue_limit.set(settings.queue_max_pages)
+    cache: ResultCache | None = None
+    if settings.redis_url:
         cache = RedisCache(settings.redis_url, ttl=settings.cache_ttl_s)
     elif settings.cache_max_entries > 0:
         cache = MemoryCache(settings.cache_max_entries)
@@ -248,6 +253,8 @@ def _router() -> APIRouter:
     async def ocr(request: Request, caller: Authorized) -> Response:
         t0 = time.perf_counter()
         service = caller.service
+        if (answer := await dialect_answer(request, caller, _recognise)) is not None:
+            return answer  # a PaddleX or RapidOCR client's request, in its shape
         req = await parse(request, service, Route.OCR)
         upload = await _document(service, req)
         max_pages = req.max_pages
@@ -401,15 +408,7 @@ async def _document(service: Service, req: ParsedRequest) -> Upload:
     """``/ocr``'s document: the upload, or the bytes at its ``image_url``, checked alike."""
     if req.url is None:
         return req.upload
-    s = service.settings
-    data = await fetch_url(
-        req.url, max_bytes=s.max_file_bytes, timeout=s.url_timeout_s,
-        allow_private=s.allow_private_urls, client=service.http,
-    )  # fmt: skip
-    item = checked(Upload(req.url.rsplit("/", 1)[-1] or None, data))
-    if isinstance(item, Refused):
-        raise item.error
-    return item
+    return await fetch_upload(service, req.url)
 
 
 def _extra(max_pages: int, service: Service) -> str:
@@ -443,10 +442,10 @@ async def _decode(service: Service, upload: Upload, max_pages: int) -> Document:
 
 
 def _result(
-    options: OCROptions,
     service: Service,
     doc: Document,
     pages: list[PageResult],
+    options: OCROptions,
     *,
     t0: float,
     decode_s: float,

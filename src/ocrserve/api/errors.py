@@ -55,13 +55,19 @@ def error_body(exc: e.OCRServeError) -> dict[str, object]:
     return {"error": body}
 
 
-def error_response(exc: e.OCRServeError) -> JSONResponse:
+def error_headers(exc: e.OCRServeError) -> dict[str, str]:
+    """What an error's answer says in headers, whatever shape its body has: when to retry,
+    how to authenticate."""
     headers = {}
     if isinstance(exc, e.QueueFullError | e.RateLimitedError | e.StorageUnavailableError):
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     if isinstance(exc, e.AuthError):
         headers["WWW-Authenticate"] = "Bearer"
-    return JSONResponse(error_body(exc), status_code=status_of(exc), headers=headers)
+    return headers
+
+
+def error_response(exc: e.OCRServeError) -> JSONResponse:
+    return JSONResponse(error_body(exc), status_code=status_of(exc), headers=error_headers(exc))
 
 
 def _allowed(request: Request, served: str) -> str:

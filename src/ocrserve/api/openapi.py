@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
+from pydantic import BaseModel
 
 from ocrserve.api.schemas import ErrorOut, OCRJSONRequest, TaskJSONRequest
 
@@ -102,7 +103,6 @@ _IDEMPOTENCY_KEY = {
 }
 
 
-def _body(content: dict[str, Any], *parameters: dict[str, Any]) -> dict[str, Any]:
 _MODEL_SET = {
     "name": "X-OCRServe-Model",
     "in": "header",
@@ -114,6 +114,7 @@ _MODEL_SET = {
 }
 
 
+def _body(content: dict[str, Any], *parameters: dict[str, Any]) -> dict[str, Any]:
     """An ``openapi_extra``: the routes read their requests themselves (one parser,
     api.parsing), so FastAPI cannot see them; this declares the body, the options in the
     query string, and the model-set header."""
@@ -165,11 +166,14 @@ TASK_BODY = _body(
 )
 
 
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The ``responses=`` of a route that answers these error statuses, each an ``ErrorOut``."""
+def error_responses(
+    *statuses: int, model: type[BaseModel] = ErrorOut
+) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route that answers these error statuses, each a ``model``
+    (``ErrorOut``, or the error shape of a compatibility dialect)."""
     return {
         status: {
-            "model": ErrorOut,
+            "model": model,
             "description": _DESCRIPTIONS[status],
             **({"headers": _HEADERS[status]} if status in _HEADERS else {}),
         }

@@ -44,6 +44,7 @@ from ocrserve.errors import (
     TooManyFilesError,
     UnsupportedMediaTypeError,
 )
+from ocrserve.fetch import fetch_url
 from ocrserve.types import ORIENTATIONS, PDF_TEXT_MODES, OCROptions
 
 #: Multipart parts that carry the document, by route.
@@ -59,6 +60,8 @@ MAX_METADATA_BYTES = 16 * 1024
 
 JSON_TYPE = "application/json"
 FORM_TYPE = "multipart/form-data"
+#: A form's text field (Starlette's default): options and URLs, not documents.
+MAX_FORM_FIELD_BYTES = 1024 * 1024
 
 
 class Route(StrEnum):
@@ -182,7 +185,7 @@ async def _form_fields(
     request: Request, service: Service, route: Route
 ) -> tuple[dict[str, Any], list[Upload | Refused]]:
     limit = service.settings.max_batch_files
-    form = await _read_form(request, limit)
+    form = await read_form(request, limit)
     try:
         names = BATCH_FIELDS if route is Route.BATCH else FILE_FIELDS
         parts = [f for n in names for f in form.getlist(n) if isinstance(f, UploadFile)]
@@ -200,17 +203,23 @@ async def _form_fields(
                 if name in fields:
                     raise InputError(f"the form field {name!r} was sent more than once")
                 fields[name] = value
-        files = [await _read_part(part, service) for part in parts]
+        files = [await read_part(part, service) for part in parts]
     finally:
         await form.close()
     return fields, files
 
 
-async def _read_form(request: Request, max_files: int) -> FormData:
-    """The multipart body. One file more than the limit is let through, so that the count is
-    checked (413 with the figures) here rather than by Starlette (a bare 400)."""
+async def read_form(
+    request: Request, max_files: int, *, max_part_size: int = MAX_FORM_FIELD_BYTES
+) -> FormData:
+    """The form body (multipart, or URL-encoded). One file more than the limit is let
+    through, so that the count is checked (413 with the figures) here rather than by
+    Starlette (a bare 400). Starlette keeps the form on ``request``: a second call returns it.
+    """
     try:
-        return await request.form(max_files=max_files + 1, max_fields=1000)
+        return await request.form(
+            max_files=max_files + 1, max_fields=1000, max_part_size=max_part_size
+        )
     except HTTPException as e:  # Starlette turns its MultiPartException into a 400
         if "Too many files" in str(e.detail):
             raise TooManyFilesError(limit=max_files, value=max_files + 1) from None
@@ -221,7 +230,8 @@ async def _read_form(request: Request, max_files: int) -> FormData:
         raise
 
 
-async def _read_part(part: UploadFile, service: Service) -> Upload | Refused:
+async def read_part(part: UploadFile, service: Service) -> Upload | Refused:
+    """A file part, read no further than the file size limit, and :func:`checked`."""
     limit = service.settings.max_file_bytes
     data = await part.read(limit + 1)
     if len(data) > limit:
@@ -237,6 +247,20 @@ def _base64_upload(value: Any, service: Service) -> Upload | Refused:
     if len(data) > service.settings.max_file_bytes:
         raise FileTooLargeError(limit=service.settings.max_file_bytes, value=len(data))
     return checked(Upload(None, data))
+
+
+async def fetch_upload(service: Service, url: str) -> Upload:
+    """The document at ``url`` (an ``image_url``), fetched within the service's limits and
+    SSRF guard (:func:`~ocrserve.fetch.fetch_url`), and checked as an upload is."""
+    s = service.settings
+    data = await fetch_url(
+        url, max_bytes=s.max_file_bytes, timeout=s.url_timeout_s,
+        allow_private=s.allow_private_urls, client=service.http,
+    )  # fmt: skip
+    item = checked(Upload(url.rsplit("/", 1)[-1] or None, data))
+    if isinstance(item, Refused):
+        raise item.error
+    return item
 
 
 def checked(upload: Upload) -> Upload | Refused:
@@ -297,6 +321,9 @@ MAX_JSON_TOKENS = 32 * 1024
 #: Room in a JSON body besides the image's base64: options, URLs, metadata.
 JSON_ENVELOPE_BYTES = 64 * 1024
 
+#: Where :func:`read_json_body` keeps the body it read: in the request's own ASGI scope
+#: (``request.state`` may be the lifespan's, shared by every request).
+_JSON_BODY_SCOPE = "ocrserve.json_body"
 _JSON_STRUCTURE = re.compile(rb'["\[\]{},:]')
 _JSON_OPEN = frozenset(b"[{")
 _JSON_CLOSE = frozenset(b"]}")
@@ -310,7 +337,11 @@ def json_body_limit(settings: Settings) -> int:
 
 async def read_json_body(request: Request, service: Service) -> bytes:
     """A JSON request body, read no further than :func:`json_body_limit` and its shape checked
-    (:func:`check_json_shape`); parse it with anything."""
+    (:func:`check_json_shape`); parse it with anything. Read once: a second call for the same
+    request (``/ocr`` looks at a body before it knows whose dialect it is) returns the bytes
+    the first one read."""
+    if isinstance(read := request.scope.get(_JSON_BODY_SCOPE), bytes):
+        return read
     limit = json_body_limit(service.settings)
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
@@ -323,6 +354,7 @@ async def read_json_body(request: Request, service: Service) -> bytes:
             raise JSONTooLargeError(limit=limit, value=size)
     body = b"".join(chunks)
     check_json_shape(body)
+    request.scope[_JSON_BODY_SCOPE] = body
     return body
 
 

@@ -34,8 +34,10 @@ import pybreaker
 from ocrserve.config import Settings
 from ocrserve.engine.pipeline import Engine
 from ocrserve.errors import (
+    ConfigError,
     InputError,
     LanguageNotInstalledError,
+    ModelError,
     OptionError,
     ServiceError,
 )
@@ -157,9 +159,14 @@ class Engines:
                     }
                 )
             )
-        second = TesseractEngine.detect() if settings.second_engine == "tesseract" else None
-        if settings.second_engine == "tesseract" and second is None:
-            log.warning("tesseract is not installed: PP-OCR's languages only, and no fallback")
+        second = None
+        if settings.second_engine == "tesseract":
+            try:
+                second = TesseractEngine.detect()
+            except (ModelError, ConfigError) as e:  # there, but broken: PP-OCR still serves
+                log.error("tesseract cannot be used (%s): no second engine", e)
+            if second is None:
+                log.warning("no tesseract: PP-OCR's languages only, and no fallback")
         return cls(
             main,
             second=second,

@@ -43,6 +43,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -362,7 +363,12 @@ def _use_binary(binary: str) -> tuple[str, list[object]]:
         try:
             version = str(pytesseract.get_tesseract_version(cached=False))
             listed = list(pytesseract.get_languages(cached=False))
-        except (OSError, pytesseract.TesseractError, SystemExit) as e:
+        except (
+            OSError,
+            subprocess.CalledProcessError,
+            pytesseract.TesseractError,
+            SystemExit,
+        ) as e:
             # (SystemExit: pytesseract's answer to a version string it cannot parse.)
             pytesseract.pytesseract.tesseract_cmd = before
             raise ModelError(f"cannot run Tesseract as {binary!r}: {e!r}") from e

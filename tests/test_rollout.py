@@ -8,6 +8,7 @@ string, the same weights), so the two sets must read the same text.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -21,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image, ImageDraw, ImageFont
+from prometheus_client.parser import text_string_to_metric_families
 
 from ocrserve import Engine, Settings
 from ocrserve.engine.models import BUILTIN_MODELS, default_model_dir
@@ -128,6 +130,27 @@ async def test_the_whole_share_reads_the_candidate(
             "/ocr/batch", files=[("images", ("l.jpg", LINE)), ("images", ("p.jpg", PARAGRAPH))]
         )
         assert {item["model"] for item in batch.json()} == {candidate_version(candidate_dir)}
+        # A PaddleX client's request (its answer has no model field): the metrics say which.
+        version = candidate_version(candidate_dir)
+        before = await pages_read(client, version)
+        paddlex = await client.post(
+            "/ocr", json={"file": base64.b64encode(PARAGRAPH).decode(), "fileType": 1}
+        )
+        assert paddlex.status_code == 200 and paddlex.json()["errorCode"] == 0, paddlex.text
+        assert await pages_read(client, version) == before + 1
+
+
+async def pages_read(client: httpx.AsyncClient, model: str) -> float:
+    """``ocrserve_pages_read_total`` of ``model``'s pages with text, from ``/metrics``."""
+    families = text_string_to_metric_families((await client.get("/metrics")).text)
+    return sum(
+        sample.value
+        for family in families
+        for sample in family.samples
+        if sample.name == "ocrserve_pages_read_total"
+        and sample.labels.get("model") == model
+        and sample.labels.get("result") == "text"
+    )
 
 
 async def test_a_task_keeps_the_set_it_was_given(

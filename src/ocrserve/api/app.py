@@ -42,7 +42,7 @@ from ocrserve.api.security import (
     TokenBuckets,
     TrustedProxies,
 )
-from ocrserve.api.service import Authorized, Service, choose_models, service_of
+from ocrserve.api.service import MODEL_HEADER, Authorized, Service, choose_models, service_of
 from ocrserve.api.tasks import TaskStartup, start_backend, task_router
 from ocrserve.batcher import Batcher
 from ocrserve.cache import MemoryCache, RedisCache, ResultCache, cache_key
@@ -258,7 +258,9 @@ def _router() -> APIRouter:
         req = await parse(request, service, Route.OCR)
         upload = await _document(service, req)
         max_pages = req.max_pages
-        options = choose_models(service, request, [upload.data], req.options, caller.tenant)
+        options = choose_models(
+            service, request.headers.get(MODEL_HEADER), [upload.data], req.options, caller.tenant
+        )
         key = cache_key(
             upload.data,
             options,
@@ -297,7 +299,9 @@ def _router() -> APIRouter:
         req = await parse(request, service, Route.BATCH)
         max_pages = req.max_pages
         documents = [item.data for item in req.files if not isinstance(item, Refused)]
-        options = choose_models(service, request, documents, req.options, caller.tenant)
+        options = choose_models(
+            service, request.headers.get(MODEL_HEADER), documents, req.options, caller.tenant
+        )
         # One JSON list: a document format is asked of /ocr, one document at a time.
         representation.choose(req.format, request.headers.get("accept"), (representation.JSON,))
 

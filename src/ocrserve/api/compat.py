@@ -104,7 +104,7 @@ from ocrserve.api.parsing import (
     read_json_body,
     read_part,
 )
-from ocrserve.api.service import Authorized, Caller, Service
+from ocrserve.api.service import Authorized, Caller, Service, choose_models
 from ocrserve.config import Settings
 from ocrserve.decode import sniff_format
 from ocrserve.errors import (
@@ -311,7 +311,7 @@ async def _paddlex(caller: Caller, recognise: Recognise, fields: Any) -> Respons
             req = PaddleXRequest.model_validate(fields)
         except ValidationError as e:
             raise InputError(f"invalid request body: {_validation_message(e)}") from None
-        result = await _paddlex_result(caller.service, recognise, req, t0)
+        result = await _paddlex_result(caller, recognise, req, t0)
     except OCRServeError as e:
         return paddlex_error(e, log_id)
     except Exception:
@@ -329,8 +329,9 @@ def _validation_message(e: ValidationError) -> str:
 
 
 async def _paddlex_result(
-    service: Service, recognise: Recognise, req: PaddleXRequest, t0: float
+    caller: Caller, recognise: Recognise, req: PaddleXRequest, t0: float
 ) -> PaddleXInferResult:
+    service = caller.service
     if _URL.match(req.file):
         upload = await fetch_upload(service, req.file)  # http(s) only, behind the SSRF guard
     else:
@@ -342,6 +343,8 @@ async def _paddlex_result(
     if req.fileType == PADDLEX_IMAGE and is_pdf:
         raise InputError("fileType 1 says an image, but the file is a PDF")
     options, max_pages = _paddlex_options(service, req)
+    # Under a rollout, by the hash of the request alone: these clients send no model header.
+    options = choose_models(service, None, [upload.data], options, caller.tenant)
     # An image is one page, as PaddleX reads it (the first of a multi-page TIFF).
     result = OCRResult.model_validate(
         await recognise(service, upload, options, max_pages if is_pdf else 1, t0)
@@ -431,6 +434,7 @@ async def _rapidocr(caller: Caller, recognise: Recognise, form: FormData) -> Res
         raise UnsupportedFormatError(
             "the RapidOCR API reads images, not PDFs; send a PDF to /ocr", detected="pdf"
         )
+    options = choose_models(service, None, [upload.data], options, caller.tenant)
     result = OCRResult.model_validate(await recognise(service, upload, options, 1, t0))
     page = result.pages[0]
     lines = {

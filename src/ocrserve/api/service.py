@@ -49,21 +49,20 @@ class Service:
 
 def choose_models(
     service: Service,
-    request: Request,
+    forced: str | None,
     documents: Sequence[bytes | str],
     options: OCROptions,
     tenant: str,
 ) -> OCROptions:
-    """``options`` with the model set this request reads under a rollout: the header's, or
-    one by the hash of the tenant and the request's documents (bytes, or a URL), so a retry
-    reads the same set (``Engines.choose``)."""
-    if service.engine.candidate is None and MODEL_HEADER.lower() not in request.headers:
+    """``options`` with the model set this request reads under a rollout: ``forced`` (the
+    ``X-OCRServe-Model`` header's), or one by the hash of the tenant and the request's
+    documents (bytes, or a URL), so a retry reads the same set (``Engines.choose``)."""
+    if service.engine.candidate is None and forced is None:
         return options
     key = hashlib.sha256(tenant.encode())
     for doc in documents:
         key.update(hashlib.sha256(doc.encode() if isinstance(doc, str) else doc).digest())
-    choice = service.engine.choose(key.digest(), request.headers.get(MODEL_HEADER))
-    return replace(options, models=choice)
+    return replace(options, models=service.engine.choose(key.digest(), forced))
 
 
 def service_of(request: Request) -> Service:

@@ -25,6 +25,7 @@ from ocrserve.api.openapi import GUARDED, TASK_BODY, error_responses
 from ocrserve.api.parsing import Route, parse
 from ocrserve.api.schemas import DeadLetter, Replayed, TaskSubmitted, TaskView
 from ocrserve.api.service import (
+    MODEL_HEADER,
     AdminGuarded,
     Authorized,
     Service,
@@ -434,7 +435,8 @@ async def _read_submission(request: Request, service: Service) -> NewTask:
     upload = req.upload if req.url is None else None
     tenant = getattr(request.state, "tenant", "")
     document = upload.data if upload is not None else req.url or ""
-    options = choose_models(service, request, [document], req.options, tenant)
+    forced = request.headers.get(MODEL_HEADER)
+    options = choose_models(service, forced, [document], req.options, tenant)
     return NewTask(
         options=encode_options(options, req.max_pages),
         source_url=req.url,

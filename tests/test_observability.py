@@ -96,6 +96,13 @@ def rule_exprs() -> list[str]:
     return [r["expr"] for g in rules["groups"] for r in g["rules"]]
 
 
+def recorded_names() -> set[str]:
+    """The series the recording rules write (``level:metric:operations``), which the alerts
+    read: Prometheus's, not the server's."""
+    rules = yaml.safe_load(ALERTS.read_text())
+    return {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
+
+
 def test_metric_names_reads_promql() -> None:
     assert metric_names(
         'histogram_quantile(0.99, sum by (le, route) (rate(x_bucket{route=~"(/v1)?/ocr"}'
@@ -114,7 +121,7 @@ def test_alert_rules_pass_promtool_check() -> None:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 8 rules found" in out.stdout
+    assert "SUCCESS: 15 rules found" in out.stdout  # 12 alerts, 3 recording rules
 
 
 @needs_promtool
@@ -130,7 +137,8 @@ def test_alert_rules_pass_their_unit_tests() -> None:
         for case in yaml.safe_load(ALERTS_TEST.read_text())["tests"]
         for t in case["alert_rule_test"]
     }
-    alerts = {r["alert"] for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]}
+    groups = yaml.safe_load(ALERTS.read_text())["groups"]
+    alerts = {r["alert"] for g in groups for r in g["rules"] if "alert" in r}
     assert tested == alerts  # every alert has its unit test
 
 
@@ -146,7 +154,9 @@ def test_dashboard_is_a_grafana_model_with_the_panels_asked_for() -> None:
     titles = " | ".join(p["title"].lower() for p in panels)
     for wanted in ("requests/s", "error rate", "p50 / p99", "pages/s", "queue depth",
                    "batch size", "cache hit rate", "tasks by status", "queue wait",
-                   "callback", "dead letters", "loop restarts", "memory"):  # fmt: skip
+                   "callback", "dead letters", "loop restarts", "memory", "page seconds",
+                   "line confidence", "empty-page rate", "engine errors", "fallback pages",
+                   "breaker"):  # fmt: skip
         assert wanted in titles, wanted
 
 
@@ -169,14 +179,21 @@ def value(samples: dict[str, list[tuple[dict[str, str], float]]], name: str,
 async def test_every_metric_the_dashboard_and_the_alerts_use_is_exported(
     engine: Engine, tmp_path: Path, receiver: Receiver
 ) -> None:
-    """A real app (in-process) after one /ocr (twice: a cache miss, then a hit) and one async
-    task whose callback is retried once, then delivered: its /metrics has a sample of every
-    name the dashboard and the rules read, and the new metrics count what happened."""
+    """A real app (in-process) after one /ocr (twice: a cache miss, then a hit), one /ocr of a
+    page PP-OCR fails on (read by Tesseract, its fallback) and one async task whose callback is
+    retried once, then delivered: its /metrics has a sample of every name the dashboard and the
+    rules read, and the new metrics count what happened."""
     receiver.script = [(503, {})]
-    async for client in client_for(task_settings(tmp_path), engine):
+    faulty = FaultyEngine(engine)
+    async for client in client_for(task_settings(tmp_path), faulty):  # type: ignore[arg-type]
         for _ in range(2):
             r = await client.post("/ocr", files={"image": ("line.jpg", LONG_LINE)})
             assert r.status_code == 200, r.text
+        r = await client.post(
+            "/ocr", files={"image": ("poison.png", poison_png())}, data={"lang": "en"}
+        )
+        assert r.status_code == 200, r.text
+        assert [p["engine"] for p in r.json()["pages"]] == ["tesseract"]
         r = await client.post(
             "/ocr/async", json={"image_base64": b64(LONG_LINE), "callback_url": receiver.url}
         )
@@ -189,6 +206,7 @@ async def test_every_metric_the_dashboard_and_the_alerts_use_is_exported(
         samples = scrape(r.text)
 
     used = set().union(*(metric_names(e) for e in dashboard_exprs() + rule_exprs()))
+    used -= recorded_names()
     # The extractor found the names, not PromQL's words or label names.
     assert all(n.startswith(("ocrserve_", "process_")) for n in used), used
     assert {"ocrserve_requests_total", "process_resident_memory_bytes"} <= used
@@ -213,6 +231,12 @@ async def test_every_metric_the_dashboard_and_the_alerts_use_is_exported(
         beat = value(samples, "ocrserve_worker_last_heartbeat_timestamp_seconds", loop=loop)
         assert now - 60 < beat <= now, loop
     assert value(samples, "ocrserve_loop_restarts_total", loop="heartbeat") == 0
+    assert value(samples, "ocrserve_engine_errors_total", engine="ppocr") == 1
+    assert value(samples, "ocrserve_fallback_pages_total", reason="engine_error") == 1
+    assert value(samples, "ocrserve_fallback_pages_total", reason="breaker_open") == 0
+    assert value(samples, "ocrserve_breaker_open") == 0
+    assert value(samples, "ocrserve_pages_read_total", engine="tesseract", result="empty") == 1
+    assert value(samples, "ocrserve_page_seconds_count", engine="tesseract") == 1
 
 
 @pytest.mark.anyio

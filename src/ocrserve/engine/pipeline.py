@@ -524,8 +524,9 @@ class Engine:
         return time.perf_counter() - t0
 
 
-def _as_bgr(image: npt.NDArray[np.uint8], index: int) -> U8:
-    """Check a page at the boundary: the engine takes HxWx3 uint8 BGR (grey is widened)."""
+def checked_image(image: npt.NDArray[np.uint8], index: int) -> U8:
+    """Check a page at an engine's boundary: uint8, HxW grey or HxWx3 BGR or HxWx4 BGRA (as
+    it is; every engine takes these)."""
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
         raise OptionError(
             f"page {index}: expected a uint8 numpy image, got "
@@ -533,16 +534,24 @@ def _as_bgr(image: npt.NDArray[np.uint8], index: int) -> U8:
             option="pages",
             value=index,
         )
-    if image.ndim == 2:
-        return np.asarray(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), dtype=np.uint8)
-    if image.ndim == 3 and image.shape[2] == 4:
-        return np.asarray(cv2.cvtColor(image, cv2.COLOR_BGRA2BGR), dtype=np.uint8)
-    if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
+    grey = image.ndim == 2
+    colour = image.ndim == 3 and image.shape[2] in (3, 4)
+    if not (grey or colour) or min(image.shape[:2]) < 1:
         raise OptionError(
             f"page {index}: expected an HxWx3 image, got shape {image.shape}",
             option="pages",
             value=index,
         )
+    return image
+
+
+def _as_bgr(image: npt.NDArray[np.uint8], index: int) -> U8:
+    """A checked page as the PP-OCR stages take it: HxWx3 BGR (grey widened, alpha dropped)."""
+    image = checked_image(image, index)
+    if image.ndim == 2:
+        return np.asarray(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), dtype=np.uint8)
+    if image.shape[2] == 4:
+        return np.asarray(cv2.cvtColor(image, cv2.COLOR_BGRA2BGR), dtype=np.uint8)
     return image
 
 

@@ -56,12 +56,12 @@ import numpy.typing as npt
 import pytesseract
 
 from ocrserve.engine.models import normalize_lang
+from ocrserve.engine.pipeline import checked_image
 from ocrserve.errors import (
     ConfigError,
     EngineError,
     LanguageNotInstalledError,
     ModelError,
-    OptionError,
 )
 from ocrserve.layout import join_text
 from ocrserve.types import Box, Line, OCROptions, Page, PageResult, Timings, Word
@@ -514,21 +514,6 @@ def _union(boxes: Sequence[Box]) -> Box:
 
 
 def _checked(image: U8, index: int) -> U8:
-    """The page as Tesseract is given it, checked at the boundary as the PP-OCR engine
-    checks it: HxWx3 uint8 BGR or HxW grey as they are, BGRA without its alpha."""
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
-        raise OptionError(
-            f"page {index}: expected a uint8 numpy image, got "
-            f"{getattr(image, 'dtype', type(image).__name__)}",
-            option="pages",
-            value=index,
-        )
-    if image.ndim == 2 and min(image.shape) >= 1:
-        return image
-    if image.ndim == 3 and image.shape[2] in (3, 4) and min(image.shape[:2]) >= 1:
-        return image[:, :, :3]
-    raise OptionError(
-        f"page {index}: expected an HxWx3 image, got shape {image.shape}",
-        option="pages",
-        value=index,
-    )
+    """The page as Tesseract is given it: grey or BGR as they are, BGRA without its alpha."""
+    image = checked_image(image, index)
+    return image if image.ndim == 2 else image[:, :, :3]

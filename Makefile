@@ -10,7 +10,7 @@ ENGINE  ?= podman
 IMAGE   ?= ocrserve
 BASE    ?= localhost/debian:bookworm
 
-.PHONY: install system-deps browser-deps prometheus-deps gateway-deps run sample test lint bench bench-load bench-coldstart image image-test
+.PHONY: install system-deps browser-deps prometheus-deps gateway-deps run sample test lint bench bench-load bench-coldstart bench-reach image image-test
 
 $(STAMP): pyproject.toml src/ocrserve/_version.py
 	$(PY) -m venv $(VENV)
@@ -82,6 +82,11 @@ bench-load: $(STAMP)
 
 bench-coldstart: $(STAMP) system-deps
 	$(BIN)/python bench/coldstart.py --write-results
+
+# Tesseract on the languages PP-OCR lacks (rendered with the Noto fonts), the fallback's cost,
+# warm models, the compatibility routes and the rollout split: the reach section of RESULTS.md.
+bench-reach: $(STAMP) system-deps
+	$(BIN)/python bench/reach.py --write-results
 
 # The container image, tagged $(IMAGE):$(VERSION) and :latest; not part of `make test` (minutes).
 # The default base is Debian bookworm made from Debian's mirror when missing (no registry needed:

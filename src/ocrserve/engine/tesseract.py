@@ -22,7 +22,8 @@ Measured on this machine (Tesseract 5.3.0, Debian's packs, which are ``tessdata_
   lines at 24 to 64 px: 56-90% of the text right; ``--psm 4`` and ``6``: 100%). It does
   read a three-column page in column order, where ``4`` runs across the columns. So the
   Hangul, kana and Han packs use ``4`` (one column of lines of varying sizes, see
-  :data:`SINGLE_COLUMN_PACKS`), every other pack ``3``.
+  :data:`SINGLE_COLUMN_PACKS`), and Thai (``3`` cut a page of 40 px Thai lines into blocks out
+  of order: 4.5% CER, ``4`` 0.3%; bench/RESULTS.md, reach); every other pack ``3``.
 - Confidence: a clean line's words score 0.90-0.97 (Tesseract's 0-100 divided by 100), but
   on harder pages Tesseract's confidences run far lower than PP-OCR's for text read as well:
   small bold "TAX INVOICE" on a receipt, read right, scores 0.02. Dropping lines below
@@ -104,10 +105,12 @@ LANG_PACKS: dict[str, str] = {
 }  # fmt: skip
 
 #: Packs read with ``--psm 4`` (one column of lines) instead of ``3`` (automatic, columns):
-#: on Hangul, kana and Han text ``3`` drops lines' first characters (module docstring).
+#: on Hangul, kana and Han text ``3`` drops lines' first characters, and orders Thai lines
+#: wrong (module docstring).
 SINGLE_COLUMN_PACKS: frozenset[str] = frozenset(
-    {"kor", "kor_vert", "jpn", "jpn_vert", "chi_sim", "chi_sim_vert", "chi_tra", "chi_tra_vert"}
-)
+    {"kor", "kor_vert", "jpn", "jpn_vert", "chi_sim", "chi_sim_vert", "chi_tra", "chi_tra_vert",
+     "tha"}
+)  # fmt: skip
 
 #: Not languages: orientation and script detection, and equations.
 _NOT_LANGUAGES = frozenset({"osd", "equ"})

@@ -6,7 +6,7 @@
   :class:`~ocrserve.errors.LanguageNotInstalledError` listing what both have.
 - **Fallback.** When PP-OCR fails on a call (a model or runtime error, an invariant broken),
   its pages are read again one by one, and the pages that fail alone are read by the second
-  engine where it has the language. A circuit breaker (pybreaker) counts PP-OCR's consecutive
+  engine where it has the language. A circuit breaker (``breaker.py``) counts PP-OCR's consecutive
   failures: past ``breaker_failures`` it opens, and for ``breaker_reset_s`` pages go straight
   to the second engine, then one call tries PP-OCR again. Bad input is not a failure: it is
   raised as it is, and counts nothing.
@@ -29,9 +29,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Protocol
 
-import pybreaker
-
 from ocrserve.config import Settings
+from ocrserve.engine.breaker import Breaker, BreakerOpen, State
 from ocrserve.engine.pipeline import Engine
 from ocrserve.errors import (
     ConfigError,
@@ -90,20 +89,6 @@ class _NoEvents:
         pass
 
 
-class _BreakerEvents(pybreaker.CircuitBreakerListener):
-    def __init__(self, router: Engines) -> None:
-        self.router = router
-
-    def state_change(
-        self,
-        cb: pybreaker.CircuitBreaker,
-        old_state: pybreaker.CircuitBreakerState | None,
-        new_state: pybreaker.CircuitBreakerState,
-    ) -> None:
-        log.warning("%s circuit breaker: %s -> %s", MAIN, old_state, new_state)
-        self.router.events.breaker_changed(str(new_state.name))
-
-
 def _not_a_failure(e: BaseException) -> bool:
     """The errors that say nothing about the engine's health: the caller's, or the service's."""
     return isinstance(e, InputError | OptionError | ServiceError)
@@ -132,12 +117,11 @@ class Engines:
         self.second = second
         self.candidate = candidate
         self.share = share if candidate is not None else 0.0
-        self.breaker = pybreaker.CircuitBreaker(
-            fail_max=breaker_failures,
-            reset_timeout=breaker_reset_s,
-            exclude=[_not_a_failure],
-            listeners=[_BreakerEvents(self)],
-            name=MAIN,
+        self.breaker = Breaker(
+            failures=breaker_failures,
+            reset_s=breaker_reset_s,
+            is_failure=lambda e: not _not_a_failure(e),
+            on_change=self._breaker_moved,
         )
         #: Told of every page read, engine failure, fallback and breaker turn (metrics).
         self.events: EngineEvents = events or _NoEvents()
@@ -298,15 +282,18 @@ class Engines:
             raise
 
     def _guarded(self, engine: Engine, pages: Sequence[Page], opts: OCROptions) -> list[PageResult]:
-        result: list[PageResult] = self.breaker.call(self._counted, engine.run, pages, opts)
-        return result
+        return self.breaker.call(self._counted, engine.run, pages, opts)
+
+    def _breaker_moved(self, state: State) -> None:
+        log.warning("%s circuit breaker: %s", MAIN, state)
+        self.events.breaker_changed(state)
 
     def _with_fallback(
         self, engine: Engine, pages: Sequence[Page], opts: OCROptions
     ) -> list[PageResult]:
         try:
             return self._guarded(engine, pages, opts)
-        except pybreaker.CircuitBreakerError:
+        except BreakerOpen:
             self.events.fell_back("breaker_open", len(pages))
             return self._second_run(pages, opts)
         except Exception as e:
@@ -325,11 +312,7 @@ class Engines:
             except Exception as e:
                 if _not_a_failure(e):
                     raise
-                reason = (
-                    "breaker_open"
-                    if isinstance(e, pybreaker.CircuitBreakerError)
-                    else ("engine_error")
-                )
+                reason = "breaker_open" if isinstance(e, BreakerOpen) else "engine_error"
                 self.events.fell_back(reason, 1)
                 [result] = self._second_run([page], opts)
             results.append(result)
@@ -363,4 +346,4 @@ class Engines:
     @property
     def breaker_state(self) -> str:
         """``closed`` (PP-OCR reads), ``open`` (the second engine reads) or ``half-open``."""
-        return str(self.breaker.current_state)
+        return self.breaker.state

@@ -10,7 +10,7 @@ ENGINE  ?= podman
 IMAGE   ?= ocrserve
 BASE    ?= localhost/debian:bookworm
 
-.PHONY: install system-deps browser-deps prometheus-deps gateway-deps run sample test lint bench bench-load bench-coldstart bench-reach image image-test
+.PHONY: install system-deps browser-deps prometheus-deps gateway-deps run sample test test-slow lint bench bench-load bench-coldstart bench-reach image image-test
 
 $(STAMP): pyproject.toml src/ocrserve/_version.py
 	$(PY) -m venv $(VENV)
@@ -70,6 +70,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
+
+# The soaks, kills and load runs (pytest -m slow: minutes); not part of `make test`.
+test-slow: $(STAMP) system-deps
+	$(BIN)/python -m pytest -q -m slow
 
 test: $(STAMP) lint system-deps browser-deps gateway-deps prometheus-deps
 	$(BIN)/python -m pytest -q

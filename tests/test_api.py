@@ -449,6 +449,7 @@ async def test_past_the_deadline_a_batch_is_200_with_a_deadline_error_per_file(
 # --- concurrency, probes, metrics ------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_twenty_concurrent_requests_each_get_their_own_result(
     engine: Engine,
 ) -> None:

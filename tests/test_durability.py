@@ -95,6 +95,7 @@ def test_the_articles_async_client_works_unchanged(
         proc.wait(60)
 
 
+@pytest.mark.slow
 def test_sigkill_of_the_embedded_server_loses_nothing(
     tmp_path: Path, receiver: Receiver, file_server: str
 ) -> None:
@@ -181,6 +182,7 @@ def ready_messages(queue: str) -> int:
         return int(count)
 
 
+@pytest.mark.slow
 def test_a_celery_worker_killed_mid_task_runs_again_once_without_flooding_the_queue(
     tmp_path: Path, celery_env: dict[str, str], receiver: Receiver, file_server: str
 ) -> None:

@@ -283,6 +283,7 @@ def test_unknown_precision_is_an_option_error(engine: Engine) -> None:
         engine.run([page("en_line_long_text.jpg")], OCROptions(precision="fp8"))  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_int8_reads_nearly_what_fp32_reads(engine: Engine, tmp_path: Path) -> None:
     models = tmp_path / "models"
     models.mkdir()

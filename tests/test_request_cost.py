@@ -279,6 +279,7 @@ def test_a_long_document_is_read_one_page_at_a_time() -> None:
     assert ten.growth_mb < one.growth_mb + 60, (one.growth_mb, ten.growth_mb)
 
 
+@pytest.mark.slow
 async def test_a_10_page_pdf_at_the_pixel_limit_is_read_with_the_memory_of_one_page(
     client: httpx.AsyncClient,
 ) -> None:
